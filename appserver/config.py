@@ -1,0 +1,484 @@
+"""The app server's settings, each declared exactly once.
+
+Every setting is a field of :class:`ServerConfig` with its type, default, bounds and help text.  The
+command line (:mod:`appserver.cli`), ``--print-config``, the JSON schema and ``docs/settings.md`` are
+all generated from these declarations, so a setting cannot be documented one way and parsed another.
+
+Sources, highest precedence first: command line > environment (``APPSERVER_<NAME>``, and
+``WEB_CONCURRENCY`` for the worker count) > the ``[server]`` table of a TOML file > default.
+Unknown keys are errors, and every error names where the value came from, the key, the value and
+what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+# Worker classes known to the server; each is imported lazily by appserver.workers.
+WORKER_CLASSES = ("sync", "gthread", "gevent", "eventlet", "tornado", "asyncio")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+# gunicorn's default access log format is the common format; the issue asks for the combined one.
+COMBINED_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+
+# A limit of 0 means "no limit" in gunicorn's vocabulary; we still keep a hard ceiling so that a
+# misconfiguration cannot let one client allocate unbounded memory (RFC 9112 §3 and §5 leave the
+# limits to the server).
+HARD_MAX_REQUEST_LINE = 65536
+HARD_MAX_FIELD_SIZE = 65536
+HARD_MAX_FIELDS = 32768
+
+
+class ConfigError(Exception):
+    """A setting is unknown or has a value that is not allowed; the message says which and why."""
+
+
+# --------------------------------------------------------------------------------------------
+# Value parsers shared by the fields (strings come from the CLI and the environment).
+
+
+def _split_list(value: Any) -> Any:
+    """Accept a list, or a string of comma- or whitespace-separated items (env and CLI)."""
+    if isinstance(value, str):
+        return [item for item in re.split(r"[,\s]+", value) if item]
+    return value
+
+
+def _octal(value: Any) -> Any:
+    """Accept 0o660, "0660", "660" or "0o660" as an octal file mode."""
+    if isinstance(value, str):
+        text = value.strip().lower().removeprefix("0o")
+        if not re.fullmatch(r"[0-7]{1,4}", text):
+            raise ValueError(f"{value!r} is not an octal mode such as 0660")
+        return int(text, 8)
+    return value
+
+
+_SIZE_UNITS = {
+    "": 1 << 20,  # a bare number is MiB, like uWSGI's reload-on-rss
+    "b": 1,
+    "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
+    "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
+    "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
+}
+
+
+def _memory_size(value: Any) -> Any:
+    """Parse "512", "512M", "512MiB" or "1G" into bytes (a bare number means MiB)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 512M or 1G")
+    if isinstance(value, int):
+        return value * _SIZE_UNITS[""]
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", value)
+        if not match or match.group(2).lower() not in _SIZE_UNITS:
+            raise ValueError(f"{value!r} is not a size such as 512M, 512MiB or 1G")
+        return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    return value
+
+
+StrList = Annotated[list[str], BeforeValidator(_split_list)]
+OctalMode = Annotated[int, BeforeValidator(_octal), Field(ge=0, le=0o7777)]
+MemorySize = Annotated[int, BeforeValidator(_memory_size), Field(ge=0)]
+
+
+def setting(default: Any = None, *, help: str, cli: tuple[str, ...] = (), **kwargs: Any) -> Any:
+    """Declare a setting: its default, help text, CLI flags and bounds, all in one place."""
+    extra = {"cli": list(cli)}
+    if callable(default):
+        return Field(default_factory=default, description=help, json_schema_extra=extra, **kwargs)
+    return Field(default=default, description=help, json_schema_extra=extra, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# CPU count that this process may really use.
+
+
+def usable_cpu_count() -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup CPU quota."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """The container's CPU quota in cores (cgroup v2 ``cpu.max`` or v1 cfs files), if any."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return int(quota) / int(period)
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        p = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return q / p if q > 0 and p > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def default_workers() -> int:
+    return 2 * usable_cpu_count() + 1
+
+
+def default_heartbeat_dir() -> str | None:
+    """A tmpfs when there is one (gunicorn #1194: a disk-backed heartbeat stalls in Docker)."""
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK):
+        return shm
+    return None  # the system temp dir
+
+
+# --------------------------------------------------------------------------------------------
+# Bind addresses.
+
+
+@dataclass(frozen=True)
+class BindAddress:
+    """One listening address: ``kind`` is "tcp", "unix" or "fd"."""
+
+    kind: Literal["tcp", "unix", "fd"]
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    fd: int = -1
+
+    def __str__(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        if self.kind == "fd":
+            return f"fd://{self.fd}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_bind(text: str) -> BindAddress:
+    """Parse ``HOST:PORT``, ``[::1]:PORT``, ``HOST`` (port 8000), ``unix:PATH`` or ``fd://N``."""
+    if text.startswith("unix:"):
+        path = text[5:].removeprefix("//")
+        if not path:
+            raise ValueError(f"{text!r}: unix: needs a path, e.g. unix:/run/app/app.sock")
+        return BindAddress("unix", path=path)
+    if text.startswith("fd://"):
+        if not text[5:].isdigit():
+            raise ValueError(f"{text!r}: fd:// needs a file descriptor number, e.g. fd://3")
+        return BindAddress("fd", fd=int(text[5:]))
+    match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::(\d+))?|([^:\[\]]*)(?::(\d+))?", text)
+    if not match:
+        raise ValueError(f"{text!r} is not HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N")
+    host = match.group(1) or match.group(3) or "0.0.0.0"
+    port_text = match.group(2) or match.group(4)
+    port = int(port_text) if port_text else 8000
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{text!r}: port {port} is outside 0-65535")
+    return BindAddress("tcp", host=host, port=port)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+class ServerConfig(BaseModel):
+    """Every setting of the app server.  Field order is the order of ``--help`` and the docs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    wsgi_app: str | None = setting(
+        None, help="The WSGI app as MODULE:CALLABLE, or MODULE:factory() to call an app factory "
+        "(given as the positional argument on the command line).")
+    bind: StrList = setting(
+        ["127.0.0.1:8000"], cli=("-b", "--bind"), min_length=1,
+        help="Address to listen on: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N. Repeatable.")
+    workers: int = setting(
+        default_workers, cli=("-w", "--workers"), ge=1, le=1024,
+        help="Number of worker processes. Default: 2 x usable CPU cores + 1 (CPU affinity and "
+        "a container's CPU quota counted). Also read from WEB_CONCURRENCY.")
+    worker_class: str = setting(
+        "sync", cli=("-k", "--worker-class"),
+        help="Worker class: " + ", ".join(WORKER_CLASSES) + ".")
+    threads: int = setting(
+        1, cli=("--threads",), ge=1, le=4096,
+        help="Threads per worker for the gthread class (sync with --threads > 1 means gthread).")
+    worker_connections: int = setting(
+        1000, cli=("--worker-connections",), ge=1, le=1_000_000,
+        help="Most simultaneous connections one worker holds (gthread and async classes).")
+    timeout: int = setting(
+        30, cli=("-t", "--timeout"), ge=0, le=86400,
+        help="Seconds a worker may stay silent (no heartbeat) before the master aborts it. 0: never.")
+    graceful_timeout: int = setting(
+        30, cli=("--graceful-timeout",), ge=0, le=86400,
+        help="Seconds in-flight requests get to finish on a graceful stop, reload or recycle.")
+    keep_alive: int = setting(
+        5, cli=("--keep-alive",), ge=0, le=3600,
+        help="Seconds an idle keep-alive connection stays open. Keep it above nginx's upstream "
+        "keepalive_timeout so that nginx, not the server, closes idle connections. 0: no keep-alive.")
+    header_timeout: float = setting(
+        10.0, cli=("--header-timeout",), gt=0, le=3600,
+        help="Seconds a client gets to send a complete request head (slowloris defence).")
+    max_requests: int = setting(
+        0, cli=("--max-requests",), ge=0,
+        help="Recycle a worker after this many requests (plus jitter). 0: never.")
+    max_requests_jitter: int = setting(
+        0, cli=("--max-requests-jitter",), ge=0,
+        help="Random 0..N added to --max-requests per worker, so workers do not recycle together.")
+    max_worker_memory: MemorySize = setting(
+        0, cli=("--max-worker-memory",),
+        help="Recycle a worker whose resident memory exceeds this size (512M, 1G; a bare number "
+        "is MiB). 0: never.")
+    backlog: int = setting(
+        2048, cli=("--backlog",), ge=1, le=65535,
+        help="Listen backlog: connections the kernel queues while every worker is busy.")
+    umask: OctalMode = setting(0, cli=("--umask",), help="umask of the server processes (octal).")
+    socket_mode: OctalMode = setting(
+        0o660, cli=("--socket-mode",),
+        help="File mode of unix sockets (octal). nginx's worker user needs write permission.")
+    socket_group: str | None = setting(
+        None, cli=("--socket-group",),
+        help="Group (name or id) given to unix sockets, e.g. the nginx worker user's group.")
+    preload_app: bool = setting(
+        False, cli=("--preload",),
+        help="Load the app in the master before forking (saves memory; HUP then cannot reload code: "
+        "use USR2).")
+    chdir: str | None = setting(None, cli=("--chdir",), help="Change to this directory before loading the app.")
+    pythonpath: str | None = setting(
+        None, cli=("--pythonpath",),
+        help="Comma-separated directories prepended to sys.path before loading the app.")
+    pidfile: str | None = setting(None, cli=("-p", "--pid"), help="Write the master's PID to this file.")
+    worker_tmp_dir: str | None = setting(
+        default_heartbeat_dir, cli=("--worker-tmp-dir",),
+        help="Directory of the workers' heartbeat files. Default: /dev/shm (a tmpfs) when present, "
+        "else the system temp dir.")
+    accesslog: str | None = setting(
+        None, cli=("--access-logfile",), help="Access log file; '-' is stdout. Default: none.")
+    access_log_format: str = setting(
+        COMBINED_FORMAT, cli=("--access-logformat",),
+        help="Access log format in gunicorn's atoms (%(h)s, %(r)s, %(s)s, %(D)s, %({name}i)s ...).")
+    access_log_json: bool = setting(
+        False, cli=("--access-log-json",),
+        help="Write the access log as JSON lines (one object per request) instead of the format.")
+    errorlog: str = setting("-", cli=("--error-logfile", "--log-file"), help="Error log file; '-' is stderr.")
+    loglevel: Literal["debug", "info", "warning", "error", "critical"] = setting(
+        "info", cli=("--log-level",), help="Error log level: " + ", ".join(LOG_LEVELS) + ".")
+    forwarded_allow_ips: StrList = setting(
+        ["127.0.0.1", "::1"], cli=("--forwarded-allow-ips",),
+        help="Peers trusted to set X-Forwarded-For/-Proto (comma-separated; '*' trusts all). "
+        "A unix-socket peer (nginx) is always trusted.")
+    limit_request_line: int = setting(
+        4094, cli=("--limit-request-line",), ge=0, le=HARD_MAX_REQUEST_LINE,
+        help=f"Longest request line in bytes (414 beyond). 0: the hard ceiling, {HARD_MAX_REQUEST_LINE}.")
+    limit_request_fields: int = setting(
+        100, cli=("--limit-request-fields",), ge=0, le=HARD_MAX_FIELDS,
+        help=f"Most header fields in a request (431 beyond). 0: the hard ceiling, {HARD_MAX_FIELDS}.")
+    limit_request_field_size: int = setting(
+        8190, cli=("--limit-request-field_size", "--limit-request-field-size"), ge=0,
+        le=HARD_MAX_FIELD_SIZE,
+        help=f"Largest header field in bytes (431 beyond). 0: the hard ceiling, {HARD_MAX_FIELD_SIZE}.")
+    limit_request_body: int = setting(
+        0, cli=("--limit-request-body",), ge=0,
+        help="Largest request body in bytes (413 beyond). 0: no limit (nginx's client_max_body_size "
+        "usually applies first).")
+    raw_env: StrList = setting(
+        [], cli=("-e", "--env"), help="KEY=VALUE set in the environment of the workers. Repeatable.")
+    reload: bool = setting(
+        False, cli=("--reload",),
+        help="Development: reload the workers when a loaded Python file changes.")
+
+    @field_validator("bind")
+    @classmethod
+    def _valid_bind(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parse_bind(item)
+        return value
+
+    @field_validator("worker_class")
+    @classmethod
+    def _known_worker(cls, value: str) -> str:
+        if value not in WORKER_CLASSES:
+            raise ValueError(f"{value!r} is not a worker class; choose one of {', '.join(WORKER_CLASSES)}")
+        return value
+
+    @field_validator("raw_env")
+    @classmethod
+    def _key_value(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if "=" not in item or not item.split("=", 1)[0]:
+                raise ValueError(f"{item!r} is not KEY=VALUE")
+        return value
+
+    @field_validator("wsgi_app")
+    @classmethod
+    def _app_spec(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[\w.]+(:[\w.]+(\(.*\))?)?", value):
+            raise ValueError(f"{value!r} is not MODULE:CALLABLE or MODULE:factory()")
+        return value
+
+    # ---- derived values ------------------------------------------------------------------
+
+    @property
+    def addresses(self) -> list[BindAddress]:
+        return [parse_bind(item) for item in self.bind]
+
+    @property
+    def effective_worker_class(self) -> str:
+        """gunicorn's rule: sync with more than one thread means gthread."""
+        if self.worker_class == "sync" and self.threads > 1:
+            return "gthread"
+        return self.worker_class
+
+    @property
+    def max_request_line(self) -> int:
+        return self.limit_request_line or HARD_MAX_REQUEST_LINE
+
+    @property
+    def max_fields(self) -> int:
+        return self.limit_request_fields or HARD_MAX_FIELDS
+
+    @property
+    def max_field_size(self) -> int:
+        return self.limit_request_field_size or HARD_MAX_FIELD_SIZE
+
+    @property
+    def env_pairs(self) -> dict[str, str]:
+        return dict(item.split("=", 1) for item in self.raw_env)
+
+
+SETTING_NAMES = tuple(ServerConfig.model_fields)
+ENV_PREFIX = "APPSERVER_"
+# Variables the server passes to itself (USR2 upgrade); never settings.
+INTERNAL_ENV = {"APPSERVER_FDS", "APPSERVER_PARENT_PID"}
+
+
+# --------------------------------------------------------------------------------------------
+# Loading from the three sources.
+
+
+@dataclass
+class Layer:
+    """Values from one source, with a label for each key used in error messages."""
+
+    values: dict[str, Any]
+    labels: dict[str, str]
+
+
+def file_layer(path: str | os.PathLike[str]) -> Layer:
+    """The ``[server]`` table of a TOML settings file (other tables belong to the bundle)."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: settings file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    server = data.get("server", {})
+    if not isinstance(server, dict):
+        raise ConfigError(f"{path}: [server] must be a table, got {server!r}")
+    return Layer(dict(server), {key: f"{path}: [server] {key}" for key in server})
+
+
+def env_layer(environ: Mapping[str, str]) -> Layer:
+    values: dict[str, Any] = {}
+    labels: dict[str, str] = {}
+    if "WEB_CONCURRENCY" in environ:
+        values["workers"] = environ["WEB_CONCURRENCY"]
+        labels["workers"] = "environment WEB_CONCURRENCY"
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in INTERNAL_ENV:
+            continue
+        key = name[len(ENV_PREFIX):].lower()
+        values[key] = value
+        labels[key] = f"environment {name}"
+    return Layer(values, labels)
+
+
+def cli_layer(values: Mapping[str, Any], flags: Mapping[str, str]) -> Layer:
+    return Layer(dict(values), {key: f"command line {flags.get(key, key)}" for key in values})
+
+
+def build_config(*layers: Layer) -> ServerConfig:
+    """Merge layers (lowest precedence first) and validate; errors name source, key and value."""
+    merged: dict[str, Any] = {}
+    labels: dict[str, str] = {}
+    for layer in layers:
+        merged.update(layer.values)
+        labels.update(layer.labels)
+    problems = []
+    for key in merged:
+        if key not in ServerConfig.model_fields:
+            hint = difflib.get_close_matches(key, SETTING_NAMES, n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            problems.append(f"{labels.get(key, key)}: unknown setting {key!r}{suggestion}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    try:
+        return ServerConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, merged, labels)) from None
+
+
+def describe_validation_error(exc: ValidationError, values: Mapping[str, Any],
+                              labels: Mapping[str, str]) -> str:
+    lines = []
+    for err in exc.errors():
+        key = str(err["loc"][0]) if err["loc"] else "?"
+        field = ServerConfig.model_fields.get(key)
+        where = labels.get(key, f"setting {key}")
+        shown = values.get(key, err.get("input"))
+        message = err["msg"].removeprefix("Value error, ")
+        allowed = f" ({field.description})" if field is not None and field.description else ""
+        lines.append(f"{where} = {shown!r}: {message}.{allowed}")
+    return "\n".join(lines)
+
+
+def load_config(cli_values: Mapping[str, Any] | None = None, *, settings_file: str | None = None,
+                environ: Mapping[str, str] | None = None,
+                cli_flags: Mapping[str, str] | None = None) -> ServerConfig:
+    """Build the config from a settings file, the environment and the command line."""
+    layers = []
+    if settings_file:
+        layers.append(file_layer(settings_file))
+    layers.append(env_layer(os.environ if environ is None else environ))
+    layers.append(cli_layer(cli_values or {}, cli_flags or {}))
+    return build_config(*layers)
+
+
+def config_as_toml(config: ServerConfig) -> str:
+    """The resolved settings as a ``[server]`` TOML table (``--print-config``)."""
+    lines = ["[server]"]
+    for name, field in ServerConfig.model_fields.items():
+        value = getattr(config, name)
+        if field.description:
+            lines.append(f"# {field.description}")
+        if value is None:
+            lines.append(f"# {name} =  (unset)")
+            continue
+        if name in ("umask", "socket_mode"):
+            lines.append(f'{name} = "{value:04o}"')
+        else:
+            lines.append(f"{name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
