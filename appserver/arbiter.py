@@ -1,0 +1,403 @@
+"""The master process: binds once, forks workers, keeps their number, acts on signals.
+
+Design notes
+------------
+* Signal handlers only append the signal to a queue; ``signal.set_wakeup_fd`` wakes the main loop,
+  which drains the queue and acts (gunicorn deadlocked when its handlers logged).
+* Every loop pass: act on queued signals, reap children, enforce heartbeats and graceful
+  deadlines, then bring the worker count to what is wanted.
+* Reload (HUP) re-reads the settings, starts a new generation of workers and retires the old one
+  only once every new worker has booted, so requests are never left without a worker; if the new
+  code fails to load, the old workers keep serving and the error is logged.  The listening
+  sockets stay open throughout.
+* Upgrade (USR2) forks and execs a new master that inherits the listening sockets
+  (``APPSERVER_FDS``); the operator then sends WINCH (retire our workers) and TERM to the old one.
+* Worker deaths are explained truthfully by :func:`appserver.policy.describe_exit`.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import policy
+from .config import ConfigError, ServerConfig, load_config
+from .heartbeat import Heartbeat
+from .logs import check_log_paths, reopen_error_log, setup_error_log
+from .sockets import FDS_ENV, Listener, bind_all, inherited_sockets
+from .upgrade import PARENT_ENV, Upgrader
+from .workers import load_worker_class
+
+log = logging.getLogger("appserver.master")
+
+HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
+           signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD)
+
+
+class HaltServer(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(eq=False)
+class WorkerRecord:
+    pid: int
+    heartbeat: Heartbeat
+    generation: int
+    spawned_at: float
+    retiring_since: float | None = None   # TERM sent: graceful deadline counts from here
+    abort_sent_at: float | None = None
+    killed: bool = False
+    quick: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Arbiter:
+    def __init__(self, config: ServerConfig, *, cli_values: dict[str, Any],
+                 settings_file: str | None, app: Any = None) -> None:
+        self.config = config
+        self.cli_values = cli_values
+        self.settings_file = settings_file
+        self.app = app
+        self.pid = os.getpid()
+        self.workers: dict[int, WorkerRecord] = {}
+        self.generation = 1
+        self.num_workers = config.workers
+        self.listeners: list[Listener] = []
+        self._signals: list[int] = []
+        self.stopping = False
+        self.pending_reload: tuple[int, ServerConfig, list[Listener]] | None = None
+        self._recent_failures = 0
+        self._next_spawn_at = 0.0
+        self.upgrader = Upgrader(self)
+
+    # ---- start ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        config = self.config
+        os.umask(config.umask)
+        check_log_paths(config)
+        setup_error_log(config)
+        self.worker_class = load_worker_class(config.effective_worker_class)
+        self.listeners = bind_all(config.addresses, backlog=config.backlog,
+                                  socket_mode=config.socket_mode, socket_group=config.socket_group,
+                                  inherited=inherited_sockets())
+        os.environ.pop(FDS_ENV, None)
+        self.upgrader.adopt_parent(os.environ.pop(PARENT_ENV, None))
+        self.upgrader.write_pidfile()
+        self._wake_r, self._wake_w = os.pipe()
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for sig in HANDLED:
+            signal.signal(sig, self._on_signal)
+        log.info("appserver master %d listening on %s (%s, %d workers)", self.pid,
+                 ", ".join(str(listener) for listener in self.listeners),
+                 config.effective_worker_class, self.num_workers)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if len(self._signals) < 64:
+            self._signals.append(signum)
+
+    # ---- main loop --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            self.start()
+        except Exception:
+            self.upgrader.remove_pidfile()
+            raise
+        try:
+            while True:
+                while self._signals:
+                    self._handle_signal(self._signals.pop(0))
+                self.reap()
+                if self.stopping:
+                    break
+                self.check_timeouts()
+                self.check_reload()
+                self.manage_workers()
+                self._sleep(0.5 if self.pending_reload else 1.0)
+        except HaltServer as exc:
+            log.error("%s", exc)
+            self.stop(graceful=False)
+            return exc.code
+        return 0
+
+    def _sleep(self, timeout: float) -> None:
+        if self._signals:
+            return
+        try:
+            ready, _, _ = select.select([self._wake_r], [], [], timeout)
+        except InterruptedError:
+            return
+        if ready:
+            try:
+                while os.read(self._wake_r, 512):
+                    pass
+            except (BlockingIOError, OSError):
+                pass
+
+    def _handle_signal(self, sig: int) -> None:
+        if sig == signal.SIGCHLD:
+            return  # reaped every pass anyway
+        name = signal.Signals(sig).name
+        log.info("master received %s", name)
+        if sig == signal.SIGTERM:
+            self.stop(graceful=True)
+        elif sig in (signal.SIGINT, signal.SIGQUIT):
+            self.stop(graceful=False)
+        elif sig == signal.SIGHUP:
+            self.reload()
+        elif sig == signal.SIGTTIN:
+            self.num_workers += 1
+            log.info("workers: %d", self.num_workers)
+        elif sig == signal.SIGTTOU:
+            self.num_workers = max(1, self.num_workers - 1)
+            log.info("workers: %d", self.num_workers)
+        elif sig == signal.SIGUSR1:
+            reopen_error_log()
+            self._signal_all(signal.SIGUSR1)
+        elif sig == signal.SIGUSR2:
+            self.upgrader.upgrade()
+        elif sig == signal.SIGWINCH:
+            if self.upgrader.child_alive():
+                log.info("retiring all workers: the new master %d serves now", self.upgrader.child_pid)
+                self.num_workers = 0
+                self.pending_reload = None
+            else:
+                log.info("SIGWINCH ignored: no new master is running (sent by a terminal resize?)")
+
+    # ---- workers ----------------------------------------------------------------------------
+
+    def spawn(self, config: ServerConfig, listeners: list[Listener], generation: int) -> None:
+        heartbeat = Heartbeat(config.worker_tmp_dir)
+        worker_class = load_worker_class(config.effective_worker_class)
+        pid = os.fork()
+        if pid == 0:  # the child
+            try:
+                signal.set_wakeup_fd(-1)
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                for record in self.workers.values():
+                    record.heartbeat.close()
+                worker = worker_class(config, self.app, listeners, heartbeat, generation)
+                worker.run()
+            except BaseException:
+                log.exception("worker %d failed to start", os.getpid())
+            finally:
+                os._exit(1)
+        self.workers[pid] = WorkerRecord(pid, heartbeat, generation, time.monotonic())
+        log.debug("spawned worker %d (generation %d)", pid, generation)
+
+    def current(self) -> list[WorkerRecord]:
+        """Workers of the serving generation that are not retiring."""
+        return [w for w in self.workers.values()
+                if w.generation == self.generation and w.retiring_since is None]
+
+    def manage_workers(self) -> None:
+        active = sorted(self.current(), key=lambda w: w.spawned_at)
+        delta = policy.worker_delta(len(active), self.num_workers)
+        if delta < 0:
+            for worker in active[:-delta]:
+                self.retire(worker)
+        elif delta > 0 and time.monotonic() >= self._next_spawn_at:
+            for _ in range(delta):
+                self.spawn(self.config, self.listeners, self.generation)
+
+    def retire(self, worker: WorkerRecord, sig: int = signal.SIGTERM) -> None:
+        if worker.retiring_since is None:
+            worker.retiring_since = time.monotonic()
+        worker.quick = worker.quick or sig != signal.SIGTERM
+        self._kill(worker.pid, sig)
+
+    def _kill(self, pid: int, sig: int) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _signal_all(self, sig: int) -> None:
+        for pid in list(self.workers):
+            self._kill(pid, sig)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            except OSError as exc:  # pragma: no cover - defensive
+                if exc.errno == errno.EINTR:
+                    continue
+                raise
+            if pid == 0:
+                return
+            if self.upgrader.reaped(pid, status):
+                continue
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            worker.heartbeat.close()
+            self._explain(worker, status)
+
+    def _explain(self, worker: WorkerRecord, status: int) -> None:
+        verdict = policy.describe_exit(
+            worker.pid, status, aborted_by_master=worker.abort_sent_at is not None,
+            killed_by_master=worker.killed, asked_to_stop=worker.retiring_since is not None,
+            timeout=self.config.timeout)
+        getattr(log, verdict.level)("%s", verdict.message)
+        if verdict.reason is policy.Reason.STOPPED:
+            self._recent_failures = 0
+            return
+        if self.stopping:
+            return
+        if verdict.reason is policy.Reason.APP_LOAD_ERROR:
+            if self.pending_reload and worker.generation == self.pending_reload[0]:
+                self.abandon_reload("the new workers failed to load the app")
+                return
+            raise HaltServer("the app failed to load; stopping (fix it, then start again)",
+                             code=policy.EXIT_APP_LOAD_ERROR)
+        if time.monotonic() - worker.spawned_at < 1.0:
+            self._recent_failures += 1
+        self._next_spawn_at = time.monotonic() + policy.respawn_delay(self._recent_failures)
+
+    def check_timeouts(self) -> None:
+        now = time.monotonic()
+        timeout = self.config.timeout
+        lives = [policy.Liveness(w.pid, w.heartbeat.last_beat(), w.abort_sent_at)
+                 for w in self.workers.values() if not w.killed]
+        for pid, action in policy.timeout_actions(lives, now, timeout).items():
+            worker = self.workers[pid]
+            if action == "abort":
+                log.error("worker %d has been silent for %.1fs (--timeout %ds): aborting it "
+                          "(SIGABRT; its stack follows)", pid, now - worker.heartbeat.last_beat(),
+                          timeout)
+                worker.abort_sent_at = now
+                self._kill(pid, signal.SIGABRT)
+            else:
+                worker.killed = True
+                self._kill(pid, signal.SIGKILL)
+        grace = self.config.graceful_timeout + 1.0
+        for worker in self.workers.values():
+            if worker.retiring_since is not None and not worker.killed \
+                    and now - worker.retiring_since > (1.0 if worker.quick else grace):
+                worker.killed = True
+                self._kill(worker.pid, signal.SIGKILL)
+
+    # ---- reload -----------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        if self.pending_reload is not None:
+            log.info("a reload is already in progress")
+            return
+        try:
+            config = load_config(self.cli_values, settings_file=self.settings_file)
+            check_log_paths(config)
+            load_worker_class(config.effective_worker_class)
+        except (ConfigError, OSError, Exception) as exc:
+            log.error("reload refused, the old settings stay in force: %s", exc)
+            return
+        if config.preload_app and self.app is not None:
+            log.warning("--preload: HUP reloads the settings, not the code (use USR2 for new code)")
+        try:
+            listeners = self._rebind(config)
+        except Exception as exc:
+            log.error("reload refused: %s", exc)
+            return
+        if config.errorlog != self.config.errorlog or config.loglevel != self.config.loglevel:
+            setup_error_log(config)
+        generation = self.generation + 1
+        self.pending_reload = (generation, config, listeners)
+        for _ in range(config.workers):
+            self.spawn(config, listeners, generation)
+        log.info("reloading: started %d workers of generation %d", config.workers, generation)
+
+    def _rebind(self, config: ServerConfig) -> list[Listener]:
+        kept = {str(listener.address): listener for listener in self.listeners}
+        result = []
+        for address in config.addresses:
+            listener = kept.get(str(address))
+            if listener is None:
+                listener = bind_all([address], backlog=config.backlog,
+                                    socket_mode=config.socket_mode,
+                                    socket_group=config.socket_group)[0]
+            result.append(listener)
+        return result
+
+    def check_reload(self) -> None:
+        if self.pending_reload is None:
+            return
+        generation, config, listeners = self.pending_reload
+        new = [w for w in self.workers.values() if w.generation == generation]
+        if len(new) < config.workers or not all(w.heartbeat.booted for w in new):
+            return
+        old = [w for w in self.workers.values() if w.generation != generation]
+        for worker in old:
+            self.retire(worker)
+        for listener in self.listeners:
+            if listener not in listeners:
+                listener.close(unlink=True)
+        self.config, self.listeners, self.generation = config, listeners, generation
+        self.num_workers = config.workers
+        self.pending_reload = None
+        log.info("reloaded: generation %d serves, %d old workers retiring", generation, len(old))
+
+    def abandon_reload(self, why: str) -> None:
+        assert self.pending_reload is not None
+        generation, _, listeners = self.pending_reload
+        self.pending_reload = None
+        for worker in [w for w in self.workers.values() if w.generation == generation]:
+            self.retire(worker, signal.SIGQUIT)
+        for listener in listeners:
+            if listener not in self.listeners:
+                listener.close(unlink=True)
+        log.error("reload abandoned (%s); the old workers keep serving", why)
+
+    # ---- stop -------------------------------------------------------------------------------
+
+    def stop(self, graceful: bool) -> None:
+        self.stopping = True
+        sig = signal.SIGTERM if graceful else signal.SIGQUIT
+        for worker in list(self.workers.values()):
+            self.retire(worker, sig)
+        limit = time.monotonic() + (self.config.graceful_timeout + 2.0 if graceful else 3.0)
+        while self.workers and time.monotonic() < limit:
+            while self._signals:
+                sig_now = self._signals.pop(0)
+                if sig_now in (signal.SIGINT, signal.SIGQUIT) and graceful:
+                    log.info("quick stop requested during the graceful stop")
+                    graceful = False
+                    for worker in list(self.workers.values()):
+                        self.retire(worker, signal.SIGQUIT)
+                    limit = min(limit, time.monotonic() + 3.0)
+            self.reap()
+            self.check_timeouts()
+            self._sleep(0.1)
+        for worker in list(self.workers.values()):
+            self._kill(worker.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while self.workers and time.monotonic() < deadline:
+            self.reap()
+            time.sleep(0.02)
+        unlink = not self.upgrader.shares_sockets()
+        for listener in self.listeners:
+            listener.close(unlink=unlink)
+        self.upgrader.remove_pidfile()
+        log.info("master %d stopped", self.pid)
+
+
+def run_master(config: ServerConfig, *, cli_values: dict[str, Any], settings_file: str | None,
+               app: Any = None) -> int:
+    arbiter = Arbiter(config, cli_values=cli_values, settings_file=settings_file, app=app)
+    code = arbiter.run()
+    sys.stdout.flush()
+    return code

@@ -1,0 +1,497 @@
+"""The bundle's settings file: ``[server]``, ``[app]``, ``[nginx]`` and ``[compose]``.
+
+``[server]`` is the app server's own :class:`~appserver.config.ServerConfig`, reused as it is, so a
+server setting is declared exactly once.  The other tables are declared here.  Every model forbids
+unknown keys, and :func:`load_settings` turns pydantic's errors into lines that name the file, the
+key path (``nginx.client_max_body_size``), the bad value and what is allowed (the field's
+description, which therefore always says what is allowed).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from appserver.config import ConfigError, ServerConfig
+
+
+class SettingsError(ConfigError):
+    """The settings file is invalid, or its layers disagree; one line per problem."""
+
+
+# --------------------------------------------------------------------------------------------
+# Value types.
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_size(value: Any) -> Any:
+    """nginx's size syntax: bytes as an integer, or a string such as "512", "8k", "10m", "1g"."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 8k, 10m or 1g")
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)\s*", value)
+        if not match:
+            raise ValueError(f"{value!r} is not a size such as 512, 8k, 10m or 1g")
+        return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    return value
+
+
+def format_size(size: int) -> str:
+    """Bytes in nginx's (and compose's) shortest exact unit: 10485760 -> "10m"."""
+    for unit in ("g", "m", "k"):
+        if size and size % _SIZE_UNITS[unit] == 0:
+            return f"{size // _SIZE_UNITS[unit]}{unit}"
+    return str(size)
+
+
+Size = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
+
+# Strings printed into nginx.conf or a shell command: no quotes, no whitespace, no ';{}$' that
+# would end a directive or start a variable.
+_PLAIN = re.compile(r"[^\s;{}$'\"\\#]+")
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#%&'*+.^_`|~-]+")  # RFC 9110 §5.6.2 token
+_HOSTNAME = re.compile(r"(\*\.|\.)?([A-Za-z0-9-]+\.)*[A-Za-z0-9-]+(\.\*)?")
+
+
+def _relative_inside(value: str, what: str) -> str:
+    """Paths the Docker build copies must sit inside the project (the build context)."""
+    path = Path(value)
+    if path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"{value!r} must be a path relative to the settings file, inside the "
+                         f"project directory (the Docker build context copies {what} from it)")
+    if not _PLAIN.fullmatch(value):
+        raise ValueError(f"{value!r} must not contain whitespace, quotes or ;{{}}$#")
+    return value
+
+
+def _header_value(value: str) -> str:
+    # nginx has no escape for "$" inside add_header (it starts a variable), and CR/LF would split
+    # the header.
+    if any(ch in value for ch in "$\r\n\"\\"):
+        raise ValueError(f"{value!r}: header values must not contain $, quotes, backslashes or "
+                         "line breaks")
+    return value
+
+
+def _location(value: str) -> str:
+    if not value.startswith("/") or not _PLAIN.fullmatch(value):
+        raise ValueError(f"{value!r} is not a URL path starting with / (no whitespace, quotes or "
+                         ";{}$#)")
+    return value
+
+
+Strict = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+Location = Annotated[str, AfterValidator(_location)]
+
+
+# --------------------------------------------------------------------------------------------
+# [app]
+
+
+class AppSettings(BaseModel):
+    model_config = Strict
+
+    module: str = Field(
+        description="the WSGI app as MODULE:CALLABLE (or MODULE:factory()), importable from "
+        "app.directory; required")
+    directory: str = Field(
+        ".", description="directory holding the app, relative to the settings file and inside the "
+        "project (the server changes into it and puts it on sys.path)")
+    packages: list[Annotated[str, Field(min_length=1)]] = Field(
+        ["."], min_length=1,
+        description="pip arguments that install the server and the app in the app image, e.g. "
+        '["."] (this project) or ["appserver", "-r", "requirements.txt"]; wheels come from '
+        "./wheelhouse when it holds any")
+    health_path: str = Field(
+        "/healthz", description="URL path of the app's health endpoint (a GET answering 200), used "
+        "by the compose health checks")
+
+    @field_validator("module")
+    @classmethod
+    def _module(cls, value: str) -> str:
+        # The server's own validator decides what an app spec is (one declaration).
+        try:
+            ServerConfig.model_validate({"wsgi_app": value})
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        return value
+
+    @field_validator("directory")
+    @classmethod
+    def _directory(cls, value: str) -> str:
+        return _relative_inside(value, "the app")
+
+    @field_validator("health_path")
+    @classmethod
+    def _health(cls, value: str) -> str:
+        return _location(value)
+
+
+# --------------------------------------------------------------------------------------------
+# [nginx]
+
+
+ReferrerPolicy = Literal[
+    "", "no-referrer", "no-referrer-when-downgrade", "origin", "origin-when-cross-origin",
+    "same-origin", "strict-origin", "strict-origin-when-cross-origin", "unsafe-url"]
+
+
+class SecurityHeaders(BaseModel):
+    model_config = Strict
+
+    x_content_type_options: bool = Field(
+        True, description="true or false: send X-Content-Type-Options: nosniff")
+    referrer_policy: ReferrerPolicy = Field(
+        "strict-origin-when-cross-origin",
+        description='a Referrer-Policy value (W3C Referrer Policy), or "" to send none')
+    content_security_policy: str = Field(
+        "frame-ancestors 'self'",
+        description="Content-Security-Policy value (frame-ancestors replaces X-Frame-Options), "
+        'or "" to send none; no $, double quotes or line breaks')
+    extra: dict[Annotated[str, Field(pattern=_HEADER_NAME.pattern)], str] = Field(
+        {}, description="more response headers, NAME = VALUE, e.g. Permissions-Policy; no $, "
+        "double quotes or line breaks in values")
+
+    @field_validator("content_security_policy")
+    @classmethod
+    def _csp(cls, value: str) -> str:
+        return _header_value(value)
+
+    @field_validator("extra")
+    @classmethod
+    def _extra(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if name.lower() == "x-xss-protection":
+                raise ValueError("X-XSS-Protection is obsolete and can create XSS holes in old "
+                                 "browsers; use content_security_policy")
+            _header_value(text)
+        return value
+
+
+class TlsSettings(BaseModel):
+    model_config = Strict
+
+    enabled: bool = Field(False, description="true or false: serve HTTPS (Mozilla intermediate)")
+    listen_port: int = Field(443, ge=1, le=65535, description="HTTPS port nginx listens on in "
+                             "its container, 1-65535")
+    certificate: str = Field(
+        "deploy/tls/fullchain.pem", description="PEM certificate chain on the host, relative to "
+        "the settings file or absolute (mounted read-only into the nginx container)")
+    certificate_key: str = Field(
+        "deploy/tls/privkey.pem", description="PEM private key on the host, relative to the "
+        "settings file or absolute")
+    redirect_http: bool = Field(True, description="true or false: answer plain HTTP with a 301 "
+                                "to HTTPS")
+    hsts_max_age: int = Field(
+        63072000, ge=0, le=63072000 * 5,
+        description="Strict-Transport-Security max-age in seconds (Mozilla: 63072000, two years); "
+        "0 sends no HSTS header")
+    http2: bool = Field(True, description="true or false: offer HTTP/2 on the TLS port")
+
+    @field_validator("certificate", "certificate_key")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value or not _PLAIN.fullmatch(value):
+            raise ValueError(f"{value!r} must be a file path without whitespace, quotes or ;{{}}$#")
+        return value
+
+
+class NginxSettings(BaseModel):
+    model_config = Strict
+
+    listen_port: int = Field(80, ge=1, le=65535, description="HTTP port nginx listens on in its "
+                             "container, 1-65535")
+    ipv6: bool = Field(False, description="true or false: also listen on IPv6")
+    server_names: list[Annotated[str, Field(pattern=_HOSTNAME.pattern)]] = Field(
+        [], description="host names served (e.g. example.com, *.example.com); requests for "
+        "other hosts are dropped (444); empty: serve every host")
+    worker_processes: int | Literal["auto"] = Field(
+        "auto", description='"auto" (one per core) or a number of nginx worker processes, 1-64')
+    worker_connections: int = Field(1024, ge=16, le=65535, description="connections per nginx "
+                                    "worker (clients and upstream together), 16-65535")
+    client_max_body_size: Size = Field(
+        "10m", le=1 << 40, description="largest request body (e.g. 10m; 0: no limit); nginx "
+        "answers 413 beyond it, and the server's limit_request_body is derived from it")
+    header_buffer_size: Size = Field(
+        "8k", ge=1024, le=65536, description="longest request line or header field nginx "
+        "accepts, 1k-64k (large_client_header_buffers size); the server's limit_request_line and "
+        "limit_request_field_size are derived from it")
+    header_buffers: int = Field(4, ge=2, le=64, description="number of header buffers "
+                                "(large_client_header_buffers number), 2-64")
+    client_keepalive_timeout: int = Field(65, ge=0, le=3600, description="seconds an idle "
+                                          "client connection stays open, 0-3600")
+    proxy_connect_timeout: int = Field(5, ge=1, le=75, description="seconds to connect to the "
+                                       "app server, 1-75")
+    proxy_read_timeout: int = Field(
+        60, ge=1, le=86400, description="seconds nginx waits between two reads from the app "
+        "server, 1-86400; at least server.timeout")
+    proxy_send_timeout: int = Field(60, ge=1, le=86400, description="seconds nginx waits between "
+                                    "two writes to the app server, 1-86400")
+    buffering: bool = Field(
+        True, description="true or false: buffer requests and responses (protects sync workers "
+        "from slow clients); streaming responses opt out with X-Accel-Buffering: no")
+    proxy_buffer_size: Size = Field(
+        "8k", ge=4096, le=1 << 20, description="buffer for the app's response head (4k-1m); "
+        "larger response heads get a 502")
+    unbuffered_locations: list[Location] = Field(
+        [], description="URL path prefixes proxied without buffering (streaming, server-sent "
+        "events, long uploads)")
+    gzip: bool = Field(True, description="true or false: compress responses")
+    gzip_types: list[Annotated[str, Field(pattern=r"[a-z]+/[a-z0-9.+*-]+")]] = Field(
+        ["text/css", "text/plain", "text/javascript", "application/javascript",
+         "application/json", "image/svg+xml"],
+        description="MIME types compressed besides text/html")
+    gzip_min_length: int = Field(256, ge=0, description="smallest response compressed, in bytes")
+    gzip_comp_level: int = Field(5, ge=1, le=9, description="gzip level, 1-9")
+    static_url: str = Field(
+        "/static/", description="URL prefix of the static files nginx serves itself, starting "
+        "and ending with /")
+    static_dir: str = Field(
+        "sample_app/static", description='directory of static files, relative to the settings '
+        'file and inside the project; "" serves none')
+    static_expires: str = Field(
+        "1h", pattern=r"off|epoch|max|\d+[smhdwMy]?",
+        description="Cache lifetime of static files in nginx time (30m, 1h, 7d), off, epoch or max")
+    access_log: bool = Field(True, description="true or false: log every request")
+    upstream_keepalive: int = Field(
+        32, ge=0, le=1024, description="idle connections to the app server each nginx worker "
+        "keeps open, 0-1024; 0 turns upstream keep-alive off")
+    upstream_keepalive_timeout: int = Field(
+        60, ge=1, le=3000, description="seconds an idle upstream connection is kept, 1-3000; the "
+        "server's keep_alive is derived from it and must exceed it")
+    trusted_proxies: list[str] = Field(
+        [], description="addresses or CIDR ranges of proxies in front of nginx whose "
+        "X-Forwarded-For/-Proto nginx believes (realip); empty: nginx is the edge")
+    security_headers: SecurityHeaders = Field(default_factory=SecurityHeaders)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+
+    @field_validator("worker_processes")
+    @classmethod
+    def _workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 64:
+            raise ValueError(f"{value} is outside 1-64")
+        return value
+
+    @field_validator("static_url")
+    @classmethod
+    def _static_url(cls, value: str) -> str:
+        _location(value)
+        if not value.endswith("/") or value == "/":
+            raise ValueError(f"{value!r} must start and end with / and not be / itself")
+        return value
+
+    @field_validator("static_dir")
+    @classmethod
+    def _static_dir(cls, value: str) -> str:
+        return value and _relative_inside(value, "static files")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR range such as "
+                                 "10.0.0.0/8") from None
+        return value
+
+
+# --------------------------------------------------------------------------------------------
+# [compose]
+
+
+class ComposeSettings(BaseModel):
+    model_config = Strict
+
+    project_name: str = Field("appserver", pattern=r"[a-z0-9][a-z0-9_-]*",
+                              description="compose project name: lowercase letters, digits, - _")
+    publish_address: str = Field(
+        "127.0.0.1", description='host address the ports are published on: "127.0.0.1" (this '
+        'machine only) or "0.0.0.0" (every interface); `appserver up` listens there too')
+    published_port: int = Field(8080, ge=1, le=65535, description="host port for HTTP, 1-65535 "
+                                "(also the port of `appserver up`)")
+    published_tls_port: int = Field(8443, ge=1, le=65535, description="host port for HTTPS when "
+                                    "nginx.tls.enabled, 1-65535")
+    app_image: str = Field("appserver-app:latest", pattern=r"[a-z0-9][a-z0-9._/:-]*",
+                           description="image name of the app server")
+    nginx_image: str = Field("appserver-nginx:latest", pattern=r"[a-z0-9][a-z0-9._/:-]*",
+                             description="image name of nginx")
+    restart: Literal["no", "always", "on-failure", "unless-stopped"] = Field(
+        "unless-stopped", description="restart policy: no, always, on-failure, unless-stopped")
+    stop_grace_period: int | None = Field(
+        None, ge=1, le=3600, description="seconds compose waits after SIGTERM before SIGKILL, "
+        "1-3600; unset: server.graceful_timeout + 5")
+    healthcheck_interval: int = Field(5, ge=1, le=300, description="seconds between health "
+                                      "checks, 1-300")
+    app_cpus: float | None = Field(None, gt=0, le=1024, description="CPU limit of the app "
+                                   "container (e.g. 1.5); unset: none")
+    app_memory: Size | None = Field(None, ge=1 << 22, description="memory limit of the app "
+                                    "container (e.g. 512m, at least 4m); unset: none")
+    nginx_cpus: float | None = Field(None, gt=0, le=1024, description="CPU limit of the nginx "
+                                     "container; unset: none")
+    nginx_memory: Size | None = Field(None, ge=1 << 22, description="memory limit of the nginx "
+                                      "container (e.g. 128m); unset: none")
+
+    @field_validator("publish_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address such as 127.0.0.1") from None
+        return value
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> ComposeSettings:
+        if self.published_port == self.published_tls_port:
+            raise ValueError(f"published_port and published_tls_port are both "
+                             f"{self.published_port}; they must differ")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# The whole file.
+
+
+class BundleSettings(BaseModel):
+    model_config = Strict
+
+    server: ServerConfig = Field(default_factory=ServerConfig,
+                                 description="the app server's settings")
+    app: AppSettings = Field(description="the WSGI app to serve; required")
+    nginx: NginxSettings = Field(default_factory=NginxSettings)
+    compose: ComposeSettings = Field(default_factory=ComposeSettings)
+
+
+# Server settings the bundle computes for every target; setting them in [server] is an error.
+COMPUTED_SERVER_KEYS = {
+    "bind": "the bundle binds the unix socket on the shared volume",
+    "wsgi_app": "set app.module instead",
+    "chdir": "set app.directory instead",
+    "pidfile": "the bundle runs the server in the foreground and tracks its PID itself",
+}
+
+
+class Loaded(BaseModel):
+    """Validated settings with the file they came from (paths in them are relative to it)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    settings: BundleSettings
+    path: Path
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    @property
+    def explicit_server_keys(self) -> frozenset[str]:
+        return frozenset(self.settings.server.model_fields_set)
+
+
+def load_settings(path: str | Path) -> Loaded:
+    """Read and validate a settings file; raise :class:`SettingsError` naming every problem."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: settings file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    return validate_settings(data, path)
+
+
+def validate_settings(data: dict[str, Any], path: Path) -> Loaded:
+    problems = []
+    server = data.get("server", {})
+    if isinstance(server, dict):
+        for key, why in COMPUTED_SERVER_KEYS.items():
+            if key in server:
+                problems.append(f"{path}: server.{key} = {server[key]!r}: not allowed here; "
+                                f"{why}")
+    try:
+        settings = BundleSettings.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(describe_errors(exc, data, path))
+    if problems:
+        raise SettingsError("\n".join(problems))
+    return Loaded(settings=settings, path=path.absolute())
+
+
+def describe_errors(exc: ValidationError, data: dict[str, Any], path: Path) -> list[str]:
+    """One line per error: file, dotted key path, value, what went wrong and what is allowed."""
+    lines = []
+    for err in exc.errors():
+        loc = [part for part in err["loc"] if isinstance(part, str | int)]
+        key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)[1:]
+        model, field_name = _field_for(loc)
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            allowed = ", ".join(model.model_fields) if model else ""
+            guess = difflib.get_close_matches(str(loc[-1]), list(model.model_fields) if model else [], 1)
+            hint = f"; did you mean {guess[0]!r}?" if guess else ""
+            lines.append(f"{path}: {key} = {err['input']!r}: unknown key{hint} "
+                         f"(allowed in [{'.'.join(map(str, loc[:-1]))}]: {allowed})")
+            continue
+        described = model.model_fields[field_name].description if model and field_name else None
+        allowed = f" (allowed: {described})" if described else ""
+        if err["type"] == "missing":
+            lines.append(f"{path}: {key}: missing{allowed}")
+            continue
+        value = _lookup(data, loc)
+        lines.append(f"{path}: {key} = {value!r}: {message}{allowed}")
+    return lines
+
+
+_SECTION_MODELS: dict[str, type[BaseModel]] = {
+    "server": ServerConfig, "app": AppSettings, "nginx": NginxSettings, "compose": ComposeSettings,
+}
+_NESTED_MODELS: dict[tuple[str, str], type[BaseModel]] = {
+    ("nginx", "security_headers"): SecurityHeaders, ("nginx", "tls"): TlsSettings,
+}
+
+
+def _field_for(loc: list[str | int]) -> tuple[type[BaseModel] | None, str | None]:
+    """The model holding the field at ``loc``, and the field's name (None past a list index)."""
+    if not loc:
+        return BundleSettings, None
+    if len(loc) == 1:
+        name = str(loc[0])
+        return BundleSettings, name if name in BundleSettings.model_fields else None
+    model = _SECTION_MODELS.get(str(loc[0]))
+    rest = loc[1:]
+    if len(rest) >= 2 and (str(loc[0]), str(rest[0])) in _NESTED_MODELS:
+        model = _NESTED_MODELS[(str(loc[0]), str(rest[0]))]
+        rest = rest[1:]
+    if model is None:
+        return None, None
+    name = str(rest[0])
+    return model, name if name in model.model_fields else None
+
+
+def _lookup(data: Any, loc: list[str | int]) -> Any:
+    for part in loc:
+        if isinstance(data, dict) and part in data or isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return "(not set)"
+    return data

@@ -1,0 +1,187 @@
+"""What every worker class does in the child process: boot, signals, heartbeat, recycling.
+
+Design notes
+------------
+* Signal handlers only set flags (and wake the loop through ``signal.set_wakeup_fd``); the loop
+  acts.  gunicorn once logged from inside handlers and deadlocked on the logging lock.
+* TERM: graceful (stop accepting, finish in-flight requests within ``graceful_timeout``, exit 0).
+  INT/QUIT: quick (exit now).  USR1: reopen the log files.  ABRT (sent by the master when the
+  heartbeat lapses): faulthandler prints every thread's stack to the error log and the process
+  dies of SIGABRT, which the master reports as a timeout kill.  HUP and WINCH are for the master.
+* Recycling: after ``max_requests`` (+ jitter) or above ``max_worker_memory``, the worker stops
+  accepting, finishes what it has and exits 0; the master starts a replacement.  The listening
+  sockets stay open in the master, so connections queue in the backlog meanwhile, never refused.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from typing import Any
+
+from ..config import ServerConfig
+from ..heartbeat import Heartbeat
+from ..loader import load_app, prepare_import_path
+from ..logs import AccessLog, reopen_error_log
+from ..reloader import start_reloader
+from ..sockets import Listener
+from ..wsgi import WSGIContext
+from .pump import ServingState
+
+log = logging.getLogger("appserver.worker")
+
+# Exit statuses the master understands (see appserver.policy).
+EXIT_OK = 0
+EXIT_APP_LOAD_ERROR = 4
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process, from /proc (one small read)."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class Worker:
+    """Base class: subclasses implement :meth:`serve` (the accept/serve loop)."""
+
+    multithread = False
+    uses_keep_alive = True
+
+    def __init__(self, config: ServerConfig, app: Any, listeners: list[Listener],
+                 heartbeat: Heartbeat, generation: int) -> None:
+        self.config = config
+        self.app = app
+        self.listeners = listeners
+        self.heartbeat = heartbeat
+        self.generation = generation
+        self.ppid = os.getppid()
+        self.pid = os.getpid()
+        self.alive = True           # False: graceful stop requested
+        self.reopen_logs = False
+        self.retire_reason = ""
+        self._next_memory_check = 0.0
+        jitter = random.randint(0, config.max_requests_jitter) if config.max_requests else 0
+        self.max_requests = config.max_requests + jitter if config.max_requests else 0
+        self.state: ServingState
+
+    # ---- boot -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """The child's main: never returns."""
+        code = EXIT_OK
+        try:
+            self._install_signals()
+            if self.app is None:
+                try:
+                    prepare_import_path(self.config)
+                    assert self.config.wsgi_app is not None
+                    self.app = load_app(self.config.wsgi_app)
+                except BaseException:
+                    log.exception("worker %d failed to load the app %s", self.pid, self.config.wsgi_app)
+                    os._exit(EXIT_APP_LOAD_ERROR)
+            self.state = ServingState(
+                self.config, self.app, AccessLog(self.config),
+                WSGIContext(multithread=self.multithread, multiprocess=self.config.workers > 1,
+                            trusted_ips=self.config.forwarded_allow_ips),
+                self.heartbeat.beat, keep_alive=self.uses_keep_alive,
+                max_requests=self.max_requests)
+            if self.config.reload:
+                start_reloader(self.ppid)
+            self.heartbeat.mark_booted()
+            log.info("worker %d booted (%s, generation %d)", self.pid,
+                     self.config.effective_worker_class, self.generation)
+            self.serve()
+            if self.retire_reason:
+                log.info("worker %d retired: %s", self.pid, self.retire_reason)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            log.exception("worker %d crashed", self.pid)
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            logging.shutdown()
+        os._exit(code)
+
+    def _install_signals(self) -> None:
+        for sig in (signal.SIGHUP, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_quit)
+        signal.signal(signal.SIGQUIT, self._on_quit)
+        signal.signal(signal.SIGUSR1, self._on_usr1)
+        signal.signal(signal.SIGABRT, signal.SIG_DFL)
+        # On SIGABRT print every thread's stack to the error log, then die of the signal.
+        stream = next((h.stream for h in logging.getLogger().handlers
+                       if hasattr(h, "stream") and hasattr(h.stream, "fileno")), sys.stderr)
+        try:
+            faulthandler.enable(file=stream, all_threads=True)
+        except (ValueError, OSError):  # a stream without a real descriptor
+            faulthandler.enable(all_threads=True)
+        self.wakeup_r, self.wakeup_w = os.pipe()
+        os.set_blocking(self.wakeup_r, False)
+        os.set_blocking(self.wakeup_w, False)
+        signal.set_wakeup_fd(self.wakeup_w, warn_on_full_buffer=False)
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self.alive = False
+
+    def _on_quit(self, signum: int, frame: Any) -> None:
+        os._exit(EXIT_OK)
+
+    def _on_usr1(self, signum: int, frame: Any) -> None:
+        self.reopen_logs = True
+
+    def drain_wakeup(self) -> None:
+        try:
+            while os.read(self.wakeup_r, 512):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    # ---- per-iteration housekeeping, called from the serve loops -----------------------------
+
+    def tick(self) -> None:
+        """Beat, act on flags, and decide whether to retire.  Cheap: call it every loop."""
+        self.heartbeat.beat()
+        if self.reopen_logs:
+            self.reopen_logs = False
+            reopen_error_log()
+            self.state.access_log.reopen()
+            log.info("worker %d reopened its log files", self.pid)
+        if os.getppid() != self.ppid:
+            log.warning("worker %d: the master (pid %d) is gone; stopping", self.pid, self.ppid)
+            self.alive = False
+        if not self.alive:
+            self.state.stopping = True
+            return
+        self.heartbeat.set_requests(self.state.requests)
+        if self.state.stopping and not self.retire_reason:
+            self.retire_reason = f"served {self.state.requests} requests (--max-requests {self.max_requests})"
+            self.alive = False
+        limit = self.config.max_worker_memory
+        if limit:
+            now = time.monotonic()
+            if now >= self._next_memory_check:
+                self._next_memory_check = now + 1.0
+                rss = rss_bytes()
+                if rss > limit:
+                    self.retire_reason = (f"resident memory {rss >> 20} MiB above "
+                                          f"--max-worker-memory {limit >> 20} MiB")
+                    self.state.stopping = True
+                    self.alive = False
+
+    def serve(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,0 +1,341 @@
+"""The byte pump shared by the blocking worker classes (sync, gthread; gevent and eventlet later).
+
+Design notes
+------------
+One :class:`Connection` wraps one accepted socket and its :class:`RequestParser`.  ``handle()``
+serves every request that is ready and then says what should happen to the connection:
+
+* ``IDLE``: the response went out and the connection may be kept alive; nothing is buffered.
+* ``PARTIAL``: part of the next request head arrived (only in ``nonblocking_head`` mode): the
+  caller watches the socket again, with the head's deadline, instead of a thread blocking on a
+  slow client (slowloris).
+* ``CLOSED``: the connection is finished and closed.
+
+The socket is blocking with a timeout, so body reads and response writes that make no progress
+for ``io_timeout`` seconds end the connection.  Errors in the client's bytes become the status the
+parser attached to them, sent with ``Connection: close``; an app that raises gets a 500 with the
+traceback in the error log; the worker itself never dies of either.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import stat
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..config import ServerConfig
+from ..http.events import END_OF_MESSAGE, NEED_DATA, Body, ProtocolError, RequestHead
+from ..http.parser import RequestParser
+from ..http.response import CONTINUE, ResponseError, error_response
+from ..logs import AccessLog
+from ..wsgi import FileWrapper, InputStream, Response, WSGIApp, WSGIContext, build_environ, closing
+
+log = logging.getLogger("appserver.worker")
+
+IDLE, PARTIAL, CLOSED = "idle", "partial", "closed"
+RECV_SIZE = 65536
+DRAIN_LIMIT = 256 * 1024  # unread body we are willing to discard to keep a connection alive
+
+
+class ClientGone(Exception):
+    """The client vanished or stalled; there is nobody left to answer."""
+
+
+class ServingState:
+    """What the connections of one worker share: the app, the settings and the counters."""
+
+    def __init__(self, config: ServerConfig, app: WSGIApp, access_log: AccessLog,
+                 wsgi_context: WSGIContext, beat: Callable[[], None], *, keep_alive: bool,
+                 max_requests: int) -> None:
+        self.config = config
+        self.app = app
+        self.access_log = access_log
+        self.wsgi = wsgi_context
+        self.beat = beat
+        self.keep_alive = keep_alive and config.keep_alive > 0
+        self.max_requests = max_requests  # 0: unlimited
+        self.requests = 0
+        self.stopping = False             # no new keep-alive: a graceful stop or recycle is on
+        self.io_timeout = config.header_timeout
+        self.header_timeout = config.header_timeout
+        self.parser_limits = dict(
+            max_request_line=config.max_request_line, max_fields=config.max_fields,
+            max_field_size=config.max_field_size, max_body=config.limit_request_body)
+
+    def count_request(self) -> bool:
+        """Count one request; False once this worker should retire after it."""
+        self.requests += 1
+        if self.max_requests and self.requests >= self.max_requests:
+            self.stopping = True
+        return not self.stopping
+
+
+class Connection:
+    """One client connection served by blocking calls (see the module notes)."""
+
+    def __init__(self, sock: socket.socket, peer: Any, local: Any, is_unix: bool,
+                 state: ServingState, *, nonblocking_head: bool = False) -> None:
+        self.sock = sock
+        self.peer: tuple[str, int] | None = (peer[0], peer[1]) if isinstance(peer, tuple) else None
+        self.local: tuple[str, int] | None = (local[0], local[1]) if isinstance(local, tuple) else None
+        self.is_unix = is_unix
+        self.state = state
+        self.nonblocking_head = nonblocking_head
+        self.parser = RequestParser(**state.parser_limits)
+        self.head_deadline = time.monotonic() + state.header_timeout
+        self.idle_since = time.monotonic()
+        self.closed = False
+        self._continue_pending = False
+        self._body_done = True
+        sock.settimeout(state.io_timeout)
+
+    # ---- the request loop -------------------------------------------------------------------
+
+    def handle(self) -> str:
+        try:
+            while True:
+                event = self._next_head()
+                if event is None:
+                    return self._close()
+                if event is PARTIAL:
+                    return PARTIAL
+                assert isinstance(event, RequestHead)
+                if not self._serve(event):
+                    return self._close()
+                self.head_deadline = time.monotonic() + self.state.header_timeout
+                self.idle_since = time.monotonic()
+                if not self.parser.has_pending_event():
+                    return IDLE
+        except ProtocolError as exc:
+            log.info("bad request from %s: %s", self._peer_text(), exc)
+            self._send_quietly(error_response(exc.status, exc.detail))
+            return self._close(linger=True)
+        except (ClientGone, OSError) as exc:
+            log.debug("connection from %s ended: %r", self._peer_text(), exc)
+            return self._close()
+
+    def _next_head(self) -> RequestHead | str | None:
+        """The next request head; None at a clean end of the connection; PARTIAL to wait."""
+        parser = self.parser
+        first_read = True
+        while True:
+            event = parser.next_event()
+            if event is not NEED_DATA:
+                if isinstance(event, RequestHead):
+                    return event
+                raise ProtocolError(400, f"unexpected {event!r}")  # pragma: no cover - defensive
+            if parser.upgraded:
+                parser.decline_upgrade()  # WebSocket arrives with its own issue; plain HTTP here
+                continue
+            if self.nonblocking_head and not first_read:
+                try:
+                    data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    return PARTIAL
+            else:
+                if not parser.in_message:
+                    # A new request starts now: its head gets the full header timeout.
+                    self.head_deadline = time.monotonic() + self.state.header_timeout
+                remaining = self.head_deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ClientGone("request head not complete within the header timeout")
+                self.sock.settimeout(remaining)
+                try:
+                    data = self.sock.recv(RECV_SIZE)
+                except TimeoutError:
+                    raise ClientGone("request head not complete within the header timeout") from None
+                finally:
+                    self.sock.settimeout(self.state.io_timeout)
+            first_read = False
+            if not data:
+                parser.feed_eof()
+                return None
+            parser.feed(data)
+
+    def _serve(self, head: RequestHead) -> bool:
+        """Run the app for one request; True when the connection may serve another."""
+        state = self.state
+        state.beat()
+        keep_alive = head.keep_alive and state.keep_alive and state.count_request()
+        self._body_done = False
+        self._continue_pending = head.expect_continue
+        response = Response(self._send, head.method, head.version, keep_alive)
+        body = InputStream(self._pull_body)
+        environ = build_environ(state.wsgi, head, body, peer=self.peer, local=self.local,
+                                is_unix=self.is_unix)
+        started = time.monotonic()
+        try:
+            result = state.app(environ, response.start_response)
+            try:
+                self._write_result(response, result)
+            finally:
+                closing(result)
+        except ProtocolError as exc:  # a bad request body, met while the app read it
+            log.info("bad request body from %s: %s", self._peer_text(), exc)
+            if not response.headers_sent:
+                self._send_quietly(error_response(exc.status, exc.detail))
+            response.keep_alive = False
+            response.status = response.status or f"{exc.status} Bad Request"
+        except (ClientGone, ConnectionError, TimeoutError) as exc:
+            log.debug("client %s went away during %s: %r", self._peer_text(), head.target, exc)
+            response.keep_alive = False
+        except Exception as exc:
+            self._app_failed(exc, head, response)
+        state.access_log.log(environ, response.status, response.headers, response.bytes_sent,
+                             time.monotonic() - started)
+        if not response.keep_alive:
+            return False
+        return self._finish_request_body()
+
+    def _app_failed(self, exc: Exception, head: RequestHead, response: Response) -> None:
+        what = "invalid response from the app" if isinstance(exc, ResponseError) else "app error"
+        log.error("%s handling %s %s", what, head.method,
+                  head.target.decode("latin-1", "replace"), exc_info=exc)
+        if not response.headers_sent:
+            self._send_quietly(error_response(500))
+            response.status = "500 Internal Server Error"
+            response.headers = []
+        response.keep_alive = False  # a half-sent response cannot be repaired: cut it off
+
+    # ---- response writing -------------------------------------------------------------------
+
+    def _write_result(self, response: Response, result: Iterable[bytes]) -> None:
+        if isinstance(result, FileWrapper) and self._sendfile(response, result):
+            return
+        if type(result) in (list, tuple) and not response.headers_sent:
+            parts: list[bytes] = list(result)
+            for part in parts:
+                if type(part) is not bytes:  # noqa: E721
+                    raise ResponseError(f"the app returned {type(part).__name__}, not bytes")
+            body = parts[0] if len(parts) == 1 else b"".join(parts)
+            data = response.head(len(body)) + response.frame(body) + response.finish()
+            self._send(data)
+            return
+        send = self._send
+        for data in result:
+            if type(data) is not bytes:  # noqa: E721
+                raise ResponseError(f"the app yielded {type(data).__name__}, not bytes")
+            if not data:
+                continue
+            if response.headers_sent:
+                send(response.frame(data))
+            else:
+                send(response.head() + response.frame(data))
+        tail = response.finish()
+        if tail:
+            send(tail)
+
+    def _sendfile(self, response: Response, wrapper: FileWrapper) -> bool:
+        try:
+            fd = wrapper.filelike.fileno()
+            st = os.fstat(fd)
+            offset = wrapper.filelike.tell()
+        except (AttributeError, OSError, ValueError):
+            return False
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        size = max(0, st.st_size - offset)
+        head = response.head(size)
+        if not response.body_allowed:
+            self._send(head)
+            return True
+        count = size if response.content_length is None else min(size, response.content_length)
+        self._send(head)
+        sent = self.sock.sendfile(wrapper.filelike, offset, count)  # type: ignore[arg-type]
+        response.bytes_sent += sent
+        if sent < (response.content_length or 0):
+            response.keep_alive = False
+        return True
+
+    def _send(self, data: bytes) -> None:
+        if data:
+            self.sock.sendall(data)
+
+    def _send_quietly(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            pass
+
+    # ---- request body -----------------------------------------------------------------------
+
+    def _pull_body(self) -> bytes:
+        """The next piece of request body for ``wsgi.input``; b"" at its end."""
+        if self._body_done:
+            return b""
+        if self._continue_pending:
+            self._continue_pending = False
+            self._send(CONTINUE)
+        parser = self.parser
+        while True:
+            event = parser.next_event()
+            if event is NEED_DATA:
+                try:
+                    data = self.sock.recv(RECV_SIZE)
+                except TimeoutError:
+                    raise ClientGone("request body stalled") from None
+                if not data:
+                    parser.feed_eof()
+                    raise ClientGone("connection closed in the middle of the request body")
+                self.state.beat()
+                parser.feed(data)
+                continue
+            if type(event) is Body:
+                return event.data
+            if event is END_OF_MESSAGE:
+                self._body_done = True
+                return b""
+            raise ProtocolError(400, f"unexpected {event!r}")  # pragma: no cover - defensive
+
+    def _finish_request_body(self) -> bool:
+        """Read what the app left of the body, so the next request can be parsed; give up (close)
+        when too much is left or the client was never told to send it (100-continue)."""
+        if self._body_done:
+            return True
+        if self._continue_pending:
+            return False
+        budget = DRAIN_LIMIT
+        while budget > 0:
+            try:
+                data = self._pull_body()
+            except (ClientGone, OSError, ProtocolError):
+                return False
+            if not data:
+                return True
+            budget -= len(data)
+        return False
+
+    # ---- closing ----------------------------------------------------------------------------
+
+    def _close(self, linger: bool = False) -> str:
+        if self.closed:
+            return CLOSED
+        self.closed = True
+        sock = self.sock
+        try:
+            if linger:
+                # Lingering close (RFC 9112 §9.6): half-close, then briefly discard what the client
+                # still sends, so the kernel does not answer it with a reset that destroys the
+                # error response before the client reads it.
+                sock.shutdown(socket.SHUT_WR)
+                sock.settimeout(0.2)
+                for _ in range(16):
+                    if not sock.recv(RECV_SIZE):
+                        break
+        except OSError:
+            pass
+        finally:
+            sock.close()
+        return CLOSED
+
+    def close(self) -> None:
+        self._close()
+
+    def _peer_text(self) -> str:
+        if self.peer:
+            return f"{self.peer[0]}:{self.peer[1]}"
+        return "unix socket peer" if self.is_unix else "unknown peer"

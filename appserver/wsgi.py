@@ -1,0 +1,379 @@
+"""PEP 3333 glue, free of I/O: request head -> environ; start_response/body -> response bytes.
+
+The connection code (``appserver.workers.pump``) gives us a ``pull`` callable that returns the
+next piece of request body (b"" at its end) and a ``send`` callable that writes bytes; everything
+about what goes into the environ and how the response is framed is decided here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import IO, Any
+from urllib.parse import unquote_to_bytes
+
+from .http.events import RequestHead
+from .http.response import (
+    HOP_BY_HOP,
+    LAST_CHUNK,
+    ResponseError,
+    body_allowed,
+    check_header,
+    check_status,
+    chunk,
+    http_date,
+    serialize_head,
+)
+
+SERVER_SOFTWARE = "appserver/0.1"
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+StartResponse = Callable[..., Callable[[bytes], None]]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+_environ_keys: dict[bytes, str | None] = {}
+_SPECIAL = {b"CONTENT_TYPE": "CONTENT_TYPE", b"CONTENT_LENGTH": "CONTENT_LENGTH"}
+
+
+def _environ_key(name: bytes) -> str | None:
+    """``User-Agent`` -> ``HTTP_USER_AGENT``; None for names with "_" (dropped, as nginx does:
+    otherwise ``X-Forwarded_For`` would be indistinguishable from ``X-Forwarded-For``)."""
+    key = _environ_keys.get(name)
+    if key is None and name not in _environ_keys:
+        if b"_" in name:
+            key = None
+        else:
+            upper = name.upper().replace(b"-", b"_")
+            key = _SPECIAL.get(upper) or "HTTP_" + upper.decode("latin-1")
+        if len(_environ_keys) < 2048:  # bounded: names come from clients
+            _environ_keys[name] = key
+    return key
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: the pump sends these with sendfile when the file has a descriptor."""
+
+    def __init__(self, filelike: IO[bytes], blksize: int = 65536) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = self.filelike.read
+        while data := read(self.blksize):
+            yield data
+
+
+class InputStream:
+    """``wsgi.input``: the request body, pulled from the connection as the app reads it."""
+
+    def __init__(self, pull: Callable[[], bytes]) -> None:
+        self._pull = pull
+        self._buffer = bytearray()
+        self._eof = False
+
+    def _fill(self) -> bool:
+        if self._eof:
+            return False
+        data = self._pull()
+        if not data:
+            self._eof = True
+            return False
+        self._buffer += data
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            while self._fill():
+                pass
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            return data
+        while len(self._buffer) < size and self._fill():
+            pass
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = -1 if size is None else size
+        start = 0
+        while True:
+            end = self._buffer.find(b"\n", start)
+            if end >= 0:
+                end += 1
+                break
+            if 0 <= limit <= len(self._buffer):
+                end = limit
+                break
+            start = len(self._buffer)
+            if not self._fill():
+                end = len(self._buffer)
+                break
+        if 0 <= limit < end:
+            end = limit
+        data = bytes(self._buffer[:end])
+        del self._buffer[:end]
+        return data
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        lines: list[bytes] = []
+        total = 0
+        while line := self.readline():
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.readline():
+            yield line
+
+
+class WSGIContext:
+    """What every request of one worker shares: the constant part of the environ, trust."""
+
+    def __init__(self, *, multithread: bool, multiprocess: bool, trusted_ips: list[str],
+                 errors: IO[str] | None = None) -> None:
+        self.trust_all = "*" in trusted_ips
+        self.trusted = frozenset(ip.strip() for ip in trusted_ips)
+        self.script_name = os.environ.get("SCRIPT_NAME", "").rstrip("/")
+        self.base: dict[str, Any] = {
+            "wsgi.version": (1, 0),
+            "wsgi.errors": errors or sys.stderr,
+            "wsgi.multithread": multithread,
+            "wsgi.multiprocess": multiprocess,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+            "wsgi.file_wrapper": FileWrapper,
+            "SERVER_SOFTWARE": SERVER_SOFTWARE,
+            "SCRIPT_NAME": self.script_name,
+        }
+
+    def is_trusted(self, peer_ip: str, is_unix: bool) -> bool:
+        return is_unix or self.trust_all or peer_ip in self.trusted
+
+
+def build_environ(ctx: WSGIContext, head: RequestHead, body: InputStream, *,
+                  peer: tuple[str, int] | None, local: tuple[str, int] | None,
+                  is_unix: bool) -> dict[str, Any]:
+    """The PEP 3333 environ for one request."""
+    environ = ctx.base.copy()
+    target = head.target
+    environ["RAW_URI"] = environ["REQUEST_URI"] = target.decode("latin-1")
+    host = head.host
+    if target[:1] != b"/" and b"://" in target[:8]:
+        # absolute-form: its authority replaces Host (RFC 9112 §3.2.2)
+        rest = target.split(b"://", 1)[1]
+        slash = rest.find(b"/")
+        question = rest.find(b"?")
+        cut = min(i for i in (slash, question, len(rest)) if i >= 0)
+        host, target = rest[:cut], rest[cut:] or b"/"
+        if target[:1] == b"?":
+            target = b"/" + target
+    path, _, query = target.partition(b"?")
+    path = path.partition(b"#")[0]
+    path_info = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
+    if ctx.script_name and path_info.startswith(ctx.script_name):
+        path_info = path_info[len(ctx.script_name):]
+    environ["REQUEST_METHOD"] = head.method
+    environ["PATH_INFO"] = path_info
+    environ["QUERY_STRING"] = query.decode("latin-1")
+    environ["SERVER_PROTOCOL"] = "HTTP/" + head.version
+    environ["wsgi.input"] = body
+
+    forwarded_for = forwarded_proto = None
+    for name, value in head.headers:
+        key = _environ_key(name)
+        if key is None:
+            continue
+        text = value.decode("latin-1")
+        if key in environ:
+            text = environ[key] + "," + text
+        environ[key] = text
+        if key == "HTTP_X_FORWARDED_FOR":
+            forwarded_for = text
+        elif key == "HTTP_X_FORWARDED_PROTO":
+            forwarded_proto = text
+
+    peer_ip, peer_port = (peer[0], str(peer[1])) if peer else ("", "0")
+    scheme = "http"
+    if (forwarded_for is not None or forwarded_proto is not None) and ctx.is_trusted(peer_ip, is_unix):
+        if forwarded_for is not None:
+            client = _client_from_forwarded_for(ctx, forwarded_for)
+            if client:
+                peer_ip, peer_port = client, "0"
+        if forwarded_proto is not None:
+            proto = forwarded_proto.split(",")[0].strip().lower()
+            if proto in ("http", "https"):
+                scheme = proto
+    environ["REMOTE_ADDR"] = peer_ip
+    environ["REMOTE_PORT"] = peer_port
+    environ["wsgi.url_scheme"] = scheme
+
+    default_port = "443" if scheme == "https" else "80"
+    if host:
+        text = host.decode("latin-1")
+        if text.startswith("["):
+            name, _, port = text.partition("]")
+            name += "]"
+            port = port.lstrip(":")
+        else:
+            name, _, port = text.partition(":")
+        environ["SERVER_NAME"] = name
+        environ["SERVER_PORT"] = port or default_port
+    elif local is not None:
+        environ["SERVER_NAME"], environ["SERVER_PORT"] = local[0], str(local[1])
+    else:
+        environ["SERVER_NAME"], environ["SERVER_PORT"] = "localhost", default_port
+    return environ
+
+
+def _client_from_forwarded_for(ctx: WSGIContext, value: str) -> str:
+    """The rightmost address not added by a trusted proxy (the leftmost if all are trusted)."""
+    hops = [hop.strip() for hop in value.split(",") if hop.strip()]
+    if not hops:
+        return ""
+    if ctx.trust_all:
+        return hops[0]
+    for hop in reversed(hops):
+        if hop not in ctx.trusted:
+            return hop
+    return hops[0]
+
+
+class Response:
+    """start_response and response framing for one request (PEP 3333 §"The start_response()
+    Callable", RFC 9112 §6).  ``send`` writes bytes to the client."""
+
+    __slots__ = ("send", "method", "version", "want_keep_alive", "status", "status_code",
+                 "headers", "headers_sent", "content_length", "chunked", "body_allowed",
+                 "bytes_sent", "keep_alive", "_head_pending")
+
+    def __init__(self, send: Callable[[bytes], None], method: str, version: str,
+                 keep_alive: bool) -> None:
+        self.send = send
+        self.method = method
+        self.version = version
+        self.want_keep_alive = keep_alive
+        self.status: str | None = None
+        self.status_code = 0
+        self.headers: list[tuple[str, str]] = []
+        self.headers_sent = False
+        self.content_length: int | None = None
+        self.chunked = False
+        self.body_allowed = True
+        self.bytes_sent = 0        # body bytes, excluding framing
+        self.keep_alive = keep_alive
+
+    def start_response(self, status: str, headers: list[tuple[str, str]],
+                       exc_info: ExcInfo | None = None) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # PEP 3333: avoid a reference cycle
+        elif self.status is not None:
+            raise AssertionError("start_response called twice without exc_info")
+        code = check_status(status)
+        if type(headers) is not list:  # noqa: E721
+            raise ResponseError(f"headers must be a list, got {type(headers).__name__}")
+        kept: list[tuple[str, str]] = []
+        content_length = None
+        keep_alive = self.want_keep_alive
+        for item in headers:
+            if type(item) is not tuple or len(item) != 2:  # noqa: E721
+                raise ResponseError(f"header {item!r} is not a (name, value) tuple")
+            name, value = item
+            check_header(name, value)
+            lname = name.lower()
+            if lname in HOP_BY_HOP:
+                if lname == "connection" and "close" in value.lower():
+                    keep_alive = False
+                continue
+            if lname == "content-length":
+                if not value.strip().isdigit():
+                    raise ResponseError(f"invalid Content-Length {value!r}")
+                content_length = int(value)
+            kept.append((name, value))
+        self.status, self.status_code, self.headers = status, code, kept
+        self.content_length = content_length
+        self.keep_alive = keep_alive
+        return self.write
+
+    def head(self, body_length: int | None = None) -> bytes:
+        """The response head; ``body_length`` is known when the whole body is at hand."""
+        if self.status is None:
+            raise ResponseError("the app returned without calling start_response")
+        headers = self.headers
+        self.body_allowed = body_allowed(self.status_code, self.method)
+        if self.content_length is None and self.status_code >= 200 and self.status_code != 204 \
+                and self.status_code != 304:
+            if body_length is not None and self.method != "HEAD":
+                self.content_length = body_length
+                headers.append(("Content-Length", str(body_length)))
+            elif self.body_allowed:
+                if self.version == "1.1":
+                    self.chunked = True
+                    headers.append(("Transfer-Encoding", "chunked"))
+                else:
+                    self.keep_alive = False  # close-delimited (RFC 9112 §6.3 item 8)
+        headers.append(("Date", http_date()))
+        if not self.keep_alive:
+            headers.append(("Connection", "close"))
+        elif self.version == "1.0":
+            headers.append(("Connection", "keep-alive"))
+        self.headers_sent = True
+        return serialize_head(self.version, self.status, headers)
+
+    def frame(self, data: bytes) -> bytes:
+        """Body bytes as they go on the wire; never more than the declared Content-Length."""
+        if not data or not self.body_allowed:
+            return b""
+        if self.content_length is not None:
+            room = self.content_length - self.bytes_sent
+            if len(data) > room:
+                data = data[:room]
+                self.keep_alive = False
+            self.bytes_sent += len(data)
+            return data
+        self.bytes_sent += len(data)
+        return chunk(data) if self.chunked else data
+
+    def write(self, data: bytes) -> None:
+        """The legacy ``write()`` callable returned by start_response."""
+        if type(data) is not bytes:  # noqa: E721
+            raise ResponseError(f"write() takes bytes, got {type(data).__name__}")
+        if not self.headers_sent:
+            self.send(self.head() + self.frame(data))
+        elif data:
+            self.send(self.frame(data))
+
+    def finish(self) -> bytes:
+        """What ends the body: the last chunk, or nothing.  A short body forbids keep-alive."""
+        if not self.headers_sent:
+            return self.head(0)
+        if self.chunked:
+            return LAST_CHUNK
+        if self.body_allowed and self.content_length is not None \
+                and self.bytes_sent < self.content_length:
+            self.keep_alive = False
+        return b""
+
+
+def iterate_body(result: Iterable[bytes]) -> Iterator[bytes]:
+    for data in result:
+        if type(data) is not bytes:  # noqa: E721
+            raise ResponseError(f"the app yielded {type(data).__name__}, not bytes")
+        yield data
+
+
+def closing(result: Iterable[bytes]) -> None:
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
+
