@@ -251,7 +251,7 @@ class Response:
 
     __slots__ = ("send", "method", "version", "want_keep_alive", "status", "status_code",
                  "headers", "headers_sent", "content_length", "chunked", "body_allowed",
-                 "bytes_sent", "keep_alive", "_head_pending")
+                 "bytes_sent", "keep_alive", "before_head")
 
     def __init__(self, send: Callable[[bytes], None], method: str, version: str,
                  keep_alive: bool) -> None:
@@ -268,6 +268,8 @@ class Response:
         self.body_allowed = True
         self.bytes_sent = 0        # body bytes, excluding framing
         self.keep_alive = keep_alive
+        # Called just before the head is serialised: the connection may veto keep-alive then.
+        self.before_head: Callable[[Response], None] | None = None
 
     def start_response(self, status: str, headers: list[tuple[str, str]],
                        exc_info: ExcInfo | None = None) -> Callable[[bytes], None]:
@@ -309,6 +311,8 @@ class Response:
         """The response head; ``body_length`` is known when the whole body is at hand."""
         if self.status is None:
             raise ResponseError("the app returned without calling start_response")
+        if self.before_head is not None:
+            self.before_head(self)
         headers = self.headers
         self.body_allowed = body_allowed(self.status_code, self.method)
         if self.content_length is None and self.status_code >= 200 and self.status_code != 204 \

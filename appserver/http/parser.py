@@ -18,7 +18,9 @@ Design notes
 * An Upgrade request (RFC 9110 §7.8) stops llhttp after the head; the bytes after it are kept in
   ``trailing``.  The caller either takes them over (WebSocket) or calls ``decline_upgrade()`` to
   go on parsing HTTP.  An upgrade request with a body cannot be declined safely, so it is a 501.
-* Errors carry their HTTP status (:class:`ProtocolError`); after one, the parser is dead.
+* Errors carry their HTTP status (:class:`ProtocolError`); after one, the parser is dead.  When
+  complete requests were queued before the bad bytes (pipelining), ``feed`` does not raise: their
+  events come out of ``next_event()`` first, and then it raises the error.
 """
 
 from __future__ import annotations
@@ -97,7 +99,8 @@ class RequestParser:
         return NEED_DATA
 
     def has_pending_event(self) -> bool:
-        return bool(self._events)
+        """next_event() would return an event or raise a deferred error without more data."""
+        return bool(self._events) or self._error is not None
 
     @property
     def in_message(self) -> bool:
@@ -261,8 +264,14 @@ class RequestParser:
     def _fail(self, error: ProtocolError) -> None:
         self._error = error
         self._state = _STATE_ERROR
-        self._events.clear()
-        raise error
+        if self._events and not self._events[-1] is END_OF_MESSAGE:
+            # Events of the request that failed are worthless; those of complete earlier requests
+            # (pipelined before the bad one) are still served first.
+            while self._events and self._events[-1] is not END_OF_MESSAGE:
+                self._events.pop()
+        if not self._events:
+            raise error
+        # Deferred: next_event() raises it once the queued events are consumed.
 
     def _classify(self, exc: httptools.HttpParserError, data: bytes) -> ProtocolError:
         message = str(exc)

@@ -164,6 +164,8 @@ class Connection:
         self._body_done = False
         self._continue_pending = head.expect_continue
         response = Response(self._send, head.method, head.version, keep_alive)
+        if head.expect_continue:
+            response.before_head = self._veto_keep_alive_if_body_unannounced
         body = InputStream(self._pull_body)
         environ = build_environ(state.wsgi, head, body, peer=self.peer, local=self.local,
                                 is_unix=self.is_unix)
@@ -190,6 +192,12 @@ class Connection:
         if not response.keep_alive:
             return False
         return self._finish_request_body()
+
+    def _veto_keep_alive_if_body_unannounced(self, response: Response) -> None:
+        # The app answers without reading a body it never asked for (no 100 Continue sent):
+        # the client may or may not send it now, so this connection cannot carry another request.
+        if self._continue_pending and not self._body_done:
+            response.keep_alive = False
 
     def _app_failed(self, exc: Exception, head: RequestHead, response: Response) -> None:
         what = "invalid response from the app" if isinstance(exc, ResponseError) else "app error"
