@@ -89,6 +89,7 @@ class Connection:
         self.head_deadline = time.monotonic() + state.header_timeout
         self.idle_since = time.monotonic()
         self.closed = False
+        self.served = 0
         self._continue_pending = False
         self._body_done = True
         sock.settimeout(state.io_timeout)
@@ -101,9 +102,10 @@ class Connection:
                 event = self._next_head()
                 if event is None:
                     return self._close()
-                if event is PARTIAL:
-                    return PARTIAL
+                if event is PARTIAL or event is IDLE:
+                    return event
                 assert isinstance(event, RequestHead)
+                self.served += 1
                 if not self._serve(event):
                     return self._close()
                 self.head_deadline = time.monotonic() + self.state.header_timeout
@@ -119,9 +121,9 @@ class Connection:
             return self._close()
 
     def _next_head(self) -> RequestHead | str | None:
-        """The next request head; None at a clean end of the connection; PARTIAL to wait."""
+        """The next request head; None at a clean end of the connection; in ``nonblocking_head``
+        mode IDLE (nothing of a next request yet) or PARTIAL (part of a head) to wait for more."""
         parser = self.parser
-        first_read = True
         while True:
             event = parser.next_event()
             if event is not NEED_DATA:
@@ -131,15 +133,15 @@ class Connection:
             if parser.upgraded:
                 parser.decline_upgrade()  # WebSocket arrives with its own issue; plain HTTP here
                 continue
-            if self.nonblocking_head and not first_read:
+            if not parser.in_message and self.served:
+                # A new request starts now: its head gets the full header timeout.
+                self.head_deadline = time.monotonic() + self.state.header_timeout
+            if self.nonblocking_head:
                 try:
                     data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
                 except BlockingIOError:
-                    return PARTIAL
+                    return PARTIAL if parser.in_message or not self.served else IDLE
             else:
-                if not parser.in_message:
-                    # A new request starts now: its head gets the full header timeout.
-                    self.head_deadline = time.monotonic() + self.state.header_timeout
                 remaining = self.head_deadline - time.monotonic()
                 if remaining <= 0:
                     raise ClientGone("request head not complete within the header timeout")
@@ -150,7 +152,6 @@ class Connection:
                     raise ClientGone("request head not complete within the header timeout") from None
                 finally:
                     self.sock.settimeout(self.state.io_timeout)
-            first_read = False
             if not data:
                 parser.feed_eof()
                 return None
@@ -160,7 +161,9 @@ class Connection:
         """Run the app for one request; True when the connection may serve another."""
         state = self.state
         state.beat()
-        keep_alive = head.keep_alive and state.keep_alive and state.count_request()
+        # Count first: the sync worker never keeps alive, and must still count for --max-requests.
+        more = state.count_request()
+        keep_alive = head.keep_alive and state.keep_alive and more
         self._body_done = False
         self._continue_pending = head.expect_continue
         response = Response(self._send, head.method, head.version, keep_alive)
