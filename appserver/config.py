@@ -229,7 +229,8 @@ class ServerConfig(BaseModel):
         "keepalive_timeout so that nginx, not the server, closes idle connections. 0: no keep-alive.")
     header_timeout: float = setting(
         10.0, cli=("--header-timeout",), gt=0, le=3600,
-        help="Seconds a client gets to send a complete request head (slowloris defence).")
+        help="Seconds a client gets to send a complete request head (slowloris defence); also the "
+        "longest a request body read or a response write may go without progress.")
     max_requests: int = setting(
         0, cli=("--max-requests",), ge=0,
         help="Recycle a worker after this many requests (plus jitter). 0: never.")
