@@ -94,7 +94,7 @@ MemorySize = Annotated[int, BeforeValidator(_memory_size), Field(ge=0)]
 
 def setting(default: Any = None, *, help: str, cli: tuple[str, ...] = (), **kwargs: Any) -> Any:
     """Declare a setting: its default, help text, CLI flags and bounds, all in one place."""
-    extra = {"cli": list(cli)}
+    extra: dict[str, Any] = {"cli": list(cli)}
     if callable(default):
         return Field(default_factory=default, description=help, json_schema_extra=extra, **kwargs)
     return Field(default=default, description=help, json_schema_extra=extra, **kwargs)

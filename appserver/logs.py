@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 from .config import ServerConfig
@@ -120,7 +120,7 @@ def _request_line(a: _Atoms) -> str:
     return f"{env.get('REQUEST_METHOD', '-')} {env.get('RAW_URI', '-')} {env.get('SERVER_PROTOCOL', '-')}"
 
 
-_ATOMS = {
+_ATOMS: dict[str, Callable[[_Atoms], str]] = {
     "h": lambda a: a.environ.get("REMOTE_ADDR") or "-",
     "l": lambda a: "-",
     "u": lambda a: "-",

@@ -101,4 +101,4 @@ def respawn_delay(recent_failures: int) -> float:
     """Back off when workers keep dying at once, so a crash loop does not spin the CPU."""
     if recent_failures <= 1:
         return 0.0
-    return min(5.0, 0.1 * 2 ** (recent_failures - 2))
+    return min(5.0, 0.1 * 2.0 ** (recent_failures - 2))

@@ -218,12 +218,12 @@ def build_environ(ctx: WSGIContext, head: RequestHead, body: InputStream, *,
     if host:
         text = host.decode("latin-1")
         if text.startswith("["):
-            name, _, port = text.partition("]")
-            name += "]"
+            server_name, _, port = text.partition("]")
+            server_name += "]"
             port = port.lstrip(":")
         else:
-            name, _, port = text.partition(":")
-        environ["SERVER_NAME"] = name
+            server_name, _, port = text.partition(":")
+        environ["SERVER_NAME"] = server_name
         environ["SERVER_PORT"] = port or default_port
     elif local is not None:
         environ["SERVER_NAME"], environ["SERVER_PORT"] = local[0], str(local[1])

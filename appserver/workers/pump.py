@@ -256,7 +256,7 @@ class Connection:
             return True
         count = size if response.content_length is None else min(size, response.content_length)
         self._send(head)
-        sent = self.sock.sendfile(wrapper.filelike, offset, count)  # type: ignore[arg-type]
+        sent = self.sock.sendfile(wrapper.filelike, offset, count)
         response.bytes_sent += sent
         if sent < (response.content_length or 0):
             response.keep_alive = False

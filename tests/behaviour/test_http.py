@@ -144,10 +144,19 @@ def test_no_body_statuses(server: RunningServer) -> None:
         assert b"Transfer-Encoding" not in head and body == b""
 
 
+def _rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 def test_large_upload_streams(server: RunningServer) -> None:
     size = 64 * 1024 * 1024
     block = os.urandom(1 << 20)
     digest = hashlib.sha256()
+    workers = server.process.worker_pids()
+    before = {pid: _rss_kib(pid) for pid in workers}
     with Client(server.address, timeout=60) as client:
         client.send(f"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n".encode())
         for _ in range(size // len(block)):
@@ -155,6 +164,8 @@ def test_large_upload_streams(server: RunningServer) -> None:
             digest.update(block)
         response = client.response(timeout=60)
     assert response.body == f"{size} {digest.hexdigest()}".encode()
+    growth = max(_rss_kib(pid) - before[pid] for pid in workers)
+    assert growth < 16 * 1024, f"a worker grew by {growth} KiB for a 64 MiB upload"
 
 
 def test_large_chunked_upload(server: RunningServer) -> None:
