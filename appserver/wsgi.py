@@ -317,7 +317,8 @@ class Response:
         self.body_allowed = body_allowed(self.status_code, self.method)
         if self.content_length is None and self.status_code >= 200 and self.status_code != 204 \
                 and self.status_code != 304:
-            if body_length is not None and self.method != "HEAD":
+            if body_length is not None and (self.method != "HEAD" or body_length > 0):
+                # (An app that returns its body for HEAD tells us the length a GET would have.)
                 self.content_length = body_length
                 headers.append(("Content-Length", str(body_length)))
             elif self.body_allowed:

@@ -36,7 +36,7 @@ import time
 
 from ..sockets import Listener
 from .base import Worker, log
-from .pump import CLOSED, PARTIAL, Connection
+from .pump import CLOSED, PARTIAL, Connection, has_data
 
 IDLE_CLOSE_DURING_STOP = 0.5
 _CONN_EVENTS = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT
@@ -193,7 +193,7 @@ class ThreadWorker(Worker):
             with self._lock:
                 idle_long = [(fd, self._conns[fd]) for fd in self._idle
                              if now - self._conns[fd].idle_since >= IDLE_CLOSE_DURING_STOP
-                             and not _has_data(self._conns[fd].sock)]
+                             and not has_data(self._conns[fd].sock)]
                 for fd, _ in idle_long:
                     del self._idle[fd]
             for fd, conn in idle_long:
@@ -204,9 +204,3 @@ class ThreadWorker(Worker):
             log.warning("worker %d: %d requests still running after the graceful timeout (%ds)",
                         self.pid, busy, self.config.graceful_timeout)
 
-
-def _has_data(sock: socket.socket) -> bool:
-    try:
-        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-    except OSError:
-        return False

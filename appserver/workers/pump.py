@@ -41,6 +41,13 @@ RECV_SIZE = 65536
 DRAIN_LIMIT = 256 * 1024  # unread body we are willing to discard to keep a connection alive
 
 
+def has_data(sock: socket.socket) -> bool:
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except OSError:
+        return False
+
+
 class ClientGone(Exception):
     """The client vanished or stalled; there is nobody left to answer."""
 
@@ -107,7 +114,9 @@ class Connection:
                 assert isinstance(event, RequestHead)
                 self.served += 1
                 if not self._serve(event):
-                    return self._close()
+                    # Unread bytes (a pipelined request, an unread body) would make close() send
+                    # a reset that can destroy the response before the client reads it.
+                    return self._close(linger=self.parser.has_pending_event() or has_data(self.sock))
                 self.head_deadline = time.monotonic() + self.state.header_timeout
                 self.idle_since = time.monotonic()
                 if not self.parser.has_pending_event():
