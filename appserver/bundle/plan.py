@@ -25,7 +25,9 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from appserver.bundle.settings import Loaded, SettingsError, describe_errors, format_size
+from appserver.bundle.loading import Loaded, describe_errors
+from appserver.bundle.settings import SettingsError
+from appserver.bundle.values import format_size
 from appserver.config import ServerConfig
 
 Target = Literal["docker", "local"]
@@ -165,7 +167,8 @@ def server_table(loaded: Loaded, *, socket_path: str, app_dir: str,
     except ValidationError as exc:
         raise SettingsError("\n".join(describe_errors(exc, {"server": values}, loaded.path))) from None
     order = list(ServerConfig.model_fields)
-    return {key: values[key] for key in sorted(values, key=order.index)}, config
+    table = {key: values[key] for key in sorted(values, key=order.index) if values[key] is not None}
+    return table, config
 
 
 def _limits(loaded: Loaded) -> dict[str, Any]:
@@ -217,6 +220,8 @@ def docker_plan(loaded: Loaded, out_dir: Path | None = None, *, root: Path | Non
         for host, name in ((tls.certificate, "fullchain.pem"), (tls.certificate_key, "privkey.pem")):
             host_path = host if os.path.isabs(host) else \
                 os.path.relpath(loaded.directory / host, out)
+            if not host_path.startswith(("/", ".")):
+                host_path = f"./{host_path}"  # compose reads a bare "tls/x.pem" as a volume name
             tls_mounts.append((host_path, f"{DOCKER_TLS_DIR}/{name}"))
     ports = [f"{s.compose.publish_address}:{s.compose.published_port}:{n.listen_port}"]
     if tls.enabled:
@@ -251,7 +256,9 @@ def docker_plan(loaded: Loaded, out_dir: Path | None = None, *, root: Path | Non
         nginx_user=NGINX_USER if keep_user else None,
         nginx_group=NGINX_USER if keep_user else None,
         pid_path=at("/run/nginx.pid"), temp_dir=at("/var/lib/nginx"),
-        error_log="stderr", access_log="/dev/stdout" if n.access_log else None,
+        # A rebased copy (nginx -t by a plain user) must not need this process's stdout.
+        error_log="stderr",
+        access_log=(str(root / "access.log") if root else "/dev/stdout") if n.access_log else None,
         http_listens=[str(n.listen_port)] + ([f"[::]:{n.listen_port}"] if n.ipv6 else []),
         https_listens=[str(tls.listen_port)] + ([f"[::]:{tls.listen_port}"] if n.ipv6 else []),
         https_redirect_suffix="" if https_port == 443 else f":{https_port}",

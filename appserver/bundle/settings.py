@@ -2,102 +2,33 @@
 
 ``[server]`` is the app server's own :class:`~appserver.config.ServerConfig`, reused as it is, so a
 server setting is declared exactly once.  The other tables are declared here.  Every model forbids
-unknown keys, and :func:`load_settings` turns pydantic's errors into lines that name the file, the
-key path (``nginx.client_max_body_size``), the bad value and what is allowed (the field's
-description, which therefore always says what is allowed).
+unknown keys, and each field's description says what is allowed: :mod:`appserver.bundle.loading`
+prints it in every error, with the file, the key path and the bad value.
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
-import re
-import tomllib
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from appserver.bundle.values import (
+    HEADER_NAME,
+    HOSTNAME,
+    PLAIN,
+    Location,
+    Size,
+    Strict,
+    header_value,
+    location,
+    relative_inside,
 )
-
 from appserver.config import ConfigError, ServerConfig
 
 
 class SettingsError(ConfigError):
     """The settings file is invalid, or its layers disagree; one line per problem."""
-
-
-# --------------------------------------------------------------------------------------------
-# Value types.
-
-_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-
-
-def parse_size(value: Any) -> Any:
-    """nginx's size syntax: bytes as an integer, or a string such as "512", "8k", "10m", "1g"."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size such as 8k, 10m or 1g")
-    if isinstance(value, str):
-        match = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)\s*", value)
-        if not match:
-            raise ValueError(f"{value!r} is not a size such as 512, 8k, 10m or 1g")
-        return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
-    return value
-
-
-def format_size(size: int) -> str:
-    """Bytes in nginx's (and compose's) shortest exact unit: 10485760 -> "10m"."""
-    for unit in ("g", "m", "k"):
-        if size and size % _SIZE_UNITS[unit] == 0:
-            return f"{size // _SIZE_UNITS[unit]}{unit}"
-    return str(size)
-
-
-Size = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
-
-# Strings printed into nginx.conf or a shell command: no quotes, no whitespace, no ';{}$' that
-# would end a directive or start a variable.
-_PLAIN = re.compile(r"[^\s;{}$'\"\\#]+")
-_HEADER_NAME = re.compile(r"[A-Za-z0-9!#%&'*+.^_`|~-]+")  # RFC 9110 §5.6.2 token
-_HOSTNAME = re.compile(r"(\*\.|\.)?([A-Za-z0-9-]+\.)*[A-Za-z0-9-]+(\.\*)?")
-
-
-def _relative_inside(value: str, what: str) -> str:
-    """Paths the Docker build copies must sit inside the project (the build context)."""
-    path = Path(value)
-    if path.is_absolute() or ".." in path.parts:
-        raise ValueError(f"{value!r} must be a path relative to the settings file, inside the "
-                         f"project directory (the Docker build context copies {what} from it)")
-    if not _PLAIN.fullmatch(value):
-        raise ValueError(f"{value!r} must not contain whitespace, quotes or ;{{}}$#")
-    return value
-
-
-def _header_value(value: str) -> str:
-    # nginx has no escape for "$" inside add_header (it starts a variable), and CR/LF would split
-    # the header.
-    if any(ch in value for ch in "$\r\n\"\\"):
-        raise ValueError(f"{value!r}: header values must not contain $, quotes, backslashes or "
-                         "line breaks")
-    return value
-
-
-def _location(value: str) -> str:
-    if not value.startswith("/") or not _PLAIN.fullmatch(value):
-        raise ValueError(f"{value!r} is not a URL path starting with / (no whitespace, quotes or "
-                         ";{}$#)")
-    return value
-
-
-Strict = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-Location = Annotated[str, AfterValidator(_location)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,12 +66,12 @@ class AppSettings(BaseModel):
     @field_validator("directory")
     @classmethod
     def _directory(cls, value: str) -> str:
-        return _relative_inside(value, "the app")
+        return relative_inside(value, "the app")
 
     @field_validator("health_path")
     @classmethod
     def _health(cls, value: str) -> str:
-        return _location(value)
+        return location(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,14 +95,14 @@ class SecurityHeaders(BaseModel):
         "frame-ancestors 'self'",
         description="Content-Security-Policy value (frame-ancestors replaces X-Frame-Options), "
         'or "" to send none; no $, double quotes or line breaks')
-    extra: dict[Annotated[str, Field(pattern=_HEADER_NAME.pattern)], str] = Field(
+    extra: dict[Annotated[str, Field(pattern=HEADER_NAME.pattern)], str] = Field(
         {}, description="more response headers, NAME = VALUE, e.g. Permissions-Policy; no $, "
         "double quotes or line breaks in values")
 
     @field_validator("content_security_policy")
     @classmethod
     def _csp(cls, value: str) -> str:
-        return _header_value(value)
+        return header_value(value)
 
     @field_validator("extra")
     @classmethod
@@ -180,7 +111,7 @@ class SecurityHeaders(BaseModel):
             if name.lower() == "x-xss-protection":
                 raise ValueError("X-XSS-Protection is obsolete and can create XSS holes in old "
                                  "browsers; use content_security_policy")
-            _header_value(text)
+            header_value(text)
         return value
 
 
@@ -207,7 +138,7 @@ class TlsSettings(BaseModel):
     @field_validator("certificate", "certificate_key")
     @classmethod
     def _path(cls, value: str) -> str:
-        if not value or not _PLAIN.fullmatch(value):
+        if not value or not PLAIN.fullmatch(value):
             raise ValueError(f"{value!r} must be a file path without whitespace, quotes or ;{{}}$#")
         return value
 
@@ -218,7 +149,7 @@ class NginxSettings(BaseModel):
     listen_port: int = Field(80, ge=1, le=65535, description="HTTP port nginx listens on in its "
                              "container, 1-65535")
     ipv6: bool = Field(False, description="true or false: also listen on IPv6")
-    server_names: list[Annotated[str, Field(pattern=_HOSTNAME.pattern)]] = Field(
+    server_names: list[Annotated[str, Field(pattern=HOSTNAME.pattern)]] = Field(
         [], description="host names served (e.g. example.com, *.example.com); requests for "
         "other hosts are dropped (444); empty: serve every host")
     worker_processes: int | Literal["auto"] = Field(
@@ -226,10 +157,10 @@ class NginxSettings(BaseModel):
     worker_connections: int = Field(1024, ge=16, le=65535, description="connections per nginx "
                                     "worker (clients and upstream together), 16-65535")
     client_max_body_size: Size = Field(
-        "10m", le=1 << 40, description="largest request body (e.g. 10m; 0: no limit); nginx "
+        10 << 20, le=1 << 40, description="largest request body (e.g. 10m; 0: no limit); nginx "
         "answers 413 beyond it, and the server's limit_request_body is derived from it")
     header_buffer_size: Size = Field(
-        "8k", ge=1024, le=65536, description="longest request line or header field nginx "
+        8 << 10, ge=1024, le=65536, description="longest request line or header field nginx "
         "accepts, 1k-64k (large_client_header_buffers size); the server's limit_request_line and "
         "limit_request_field_size are derived from it")
     header_buffers: int = Field(4, ge=2, le=64, description="number of header buffers "
@@ -247,7 +178,7 @@ class NginxSettings(BaseModel):
         True, description="true or false: buffer requests and responses (protects sync workers "
         "from slow clients); streaming responses opt out with X-Accel-Buffering: no")
     proxy_buffer_size: Size = Field(
-        "8k", ge=4096, le=1 << 20, description="buffer for the app's response head (4k-1m); "
+        8 << 10, ge=4096, le=1 << 20, description="buffer for the app's response head (4k-1m); "
         "larger response heads get a 502")
     unbuffered_locations: list[Location] = Field(
         [], description="URL path prefixes proxied without buffering (streaming, server-sent "
@@ -278,8 +209,9 @@ class NginxSettings(BaseModel):
     trusted_proxies: list[str] = Field(
         [], description="addresses or CIDR ranges of proxies in front of nginx whose "
         "X-Forwarded-For/-Proto nginx believes (realip); empty: nginx is the edge")
-    security_headers: SecurityHeaders = Field(default_factory=SecurityHeaders)
-    tls: TlsSettings = Field(default_factory=TlsSettings)
+    # Models are frozen, so one default instance can be shared.
+    security_headers: SecurityHeaders = SecurityHeaders.model_validate({})
+    tls: TlsSettings = TlsSettings.model_validate({})
 
     @field_validator("worker_processes")
     @classmethod
@@ -291,7 +223,7 @@ class NginxSettings(BaseModel):
     @field_validator("static_url")
     @classmethod
     def _static_url(cls, value: str) -> str:
-        _location(value)
+        location(value)
         if not value.endswith("/") or value == "/":
             raise ValueError(f"{value!r} must start and end with / and not be / itself")
         return value
@@ -299,7 +231,7 @@ class NginxSettings(BaseModel):
     @field_validator("static_dir")
     @classmethod
     def _static_dir(cls, value: str) -> str:
-        return value and _relative_inside(value, "static files")
+        return value and relative_inside(value, "static files")
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -376,8 +308,8 @@ class BundleSettings(BaseModel):
     server: ServerConfig = Field(default_factory=ServerConfig,
                                  description="the app server's settings")
     app: AppSettings = Field(description="the WSGI app to serve; required")
-    nginx: NginxSettings = Field(default_factory=NginxSettings)
-    compose: ComposeSettings = Field(default_factory=ComposeSettings)
+    nginx: NginxSettings = NginxSettings.model_validate({})
+    compose: ComposeSettings = ComposeSettings.model_validate({})
 
 
 # Server settings the bundle computes for every target; setting them in [server] is an error.
@@ -387,111 +319,3 @@ COMPUTED_SERVER_KEYS = {
     "chdir": "set app.directory instead",
     "pidfile": "the bundle runs the server in the foreground and tracks its PID itself",
 }
-
-
-class Loaded(BaseModel):
-    """Validated settings with the file they came from (paths in them are relative to it)."""
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
-
-    settings: BundleSettings
-    path: Path
-
-    @property
-    def directory(self) -> Path:
-        return self.path.parent
-
-    @property
-    def explicit_server_keys(self) -> frozenset[str]:
-        return frozenset(self.settings.server.model_fields_set)
-
-
-def load_settings(path: str | Path) -> Loaded:
-    """Read and validate a settings file; raise :class:`SettingsError` naming every problem."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SettingsError(f"{path}: settings file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"{path}: cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
-    return validate_settings(data, path)
-
-
-def validate_settings(data: dict[str, Any], path: Path) -> Loaded:
-    problems = []
-    server = data.get("server", {})
-    if isinstance(server, dict):
-        for key, why in COMPUTED_SERVER_KEYS.items():
-            if key in server:
-                problems.append(f"{path}: server.{key} = {server[key]!r}: not allowed here; "
-                                f"{why}")
-    try:
-        settings = BundleSettings.model_validate(data)
-    except ValidationError as exc:
-        problems.extend(describe_errors(exc, data, path))
-    if problems:
-        raise SettingsError("\n".join(problems))
-    return Loaded(settings=settings, path=path.absolute())
-
-
-def describe_errors(exc: ValidationError, data: dict[str, Any], path: Path) -> list[str]:
-    """One line per error: file, dotted key path, value, what went wrong and what is allowed."""
-    lines = []
-    for err in exc.errors():
-        loc = [part for part in err["loc"] if isinstance(part, str | int)]
-        key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)[1:]
-        model, field_name = _field_for(loc)
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            allowed = ", ".join(model.model_fields) if model else ""
-            guess = difflib.get_close_matches(str(loc[-1]), list(model.model_fields) if model else [], 1)
-            hint = f"; did you mean {guess[0]!r}?" if guess else ""
-            lines.append(f"{path}: {key} = {err['input']!r}: unknown key{hint} "
-                         f"(allowed in [{'.'.join(map(str, loc[:-1]))}]: {allowed})")
-            continue
-        described = model.model_fields[field_name].description if model and field_name else None
-        allowed = f" (allowed: {described})" if described else ""
-        if err["type"] == "missing":
-            lines.append(f"{path}: {key}: missing{allowed}")
-            continue
-        value = _lookup(data, loc)
-        lines.append(f"{path}: {key} = {value!r}: {message}{allowed}")
-    return lines
-
-
-_SECTION_MODELS: dict[str, type[BaseModel]] = {
-    "server": ServerConfig, "app": AppSettings, "nginx": NginxSettings, "compose": ComposeSettings,
-}
-_NESTED_MODELS: dict[tuple[str, str], type[BaseModel]] = {
-    ("nginx", "security_headers"): SecurityHeaders, ("nginx", "tls"): TlsSettings,
-}
-
-
-def _field_for(loc: list[str | int]) -> tuple[type[BaseModel] | None, str | None]:
-    """The model holding the field at ``loc``, and the field's name (None past a list index)."""
-    if not loc:
-        return BundleSettings, None
-    if len(loc) == 1:
-        name = str(loc[0])
-        return BundleSettings, name if name in BundleSettings.model_fields else None
-    model = _SECTION_MODELS.get(str(loc[0]))
-    rest = loc[1:]
-    if len(rest) >= 2 and (str(loc[0]), str(rest[0])) in _NESTED_MODELS:
-        model = _NESTED_MODELS[(str(loc[0]), str(rest[0]))]
-        rest = rest[1:]
-    if model is None:
-        return None, None
-    name = str(rest[0])
-    return model, name if name in model.model_fields else None
-
-
-def _lookup(data: Any, loc: list[str | int]) -> Any:
-    for part in loc:
-        if isinstance(data, dict) and part in data or isinstance(data, list) and isinstance(part, int) and part < len(data):
-            data = data[part]
-        else:
-            return "(not set)"
-    return data

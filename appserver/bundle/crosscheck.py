@@ -1,0 +1,178 @@
+"""Checks across layers: settings that are each valid but together would fail at run time.
+
+Each check returns lines naming the file, the keys involved, their values and a fix.  They run on
+the :class:`~appserver.bundle.plan.Plan` of each target, i.e. on the effective server settings:
+values the bundle derives always pass, so a failure always points at something set explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from appserver.bundle.loading import Loaded
+from appserver.bundle.plan import (
+    APP_USER,
+    DOCKER_GROUPS,
+    HEALTH_PORT,
+    KEEPALIVE_MARGIN,
+    NGINX_USER,
+    Plan,
+)
+from appserver.bundle.values import format_size
+
+# Seconds compose must wait past graceful_timeout: the master needs a moment after its last
+# worker exits (closing the socket, removing it), and SIGKILL at the same instant loses that.
+STOP_MARGIN_MIN = 2
+
+
+def cross_check(loaded: Loaded, plans: list[Plan]) -> list[str]:
+    """Every disagreement between the layers, for the given targets' plans."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for plan in plans:
+        for line in _timeouts(loaded, plan) + _limits(loaded, plan) + _keepalive(loaded, plan) \
+                + _socket(loaded, plan) + _ports(loaded, plan):
+            if line not in seen:  # most checks read the same values in both targets
+                seen.add(line)
+                problems.append(line)
+    return problems
+
+
+def _timeouts(loaded: Loaded, plan: Plan) -> list[str]:
+    f, n, server = loaded.path, loaded.settings.nginx, plan.server
+    out = []
+    if server.timeout and n.proxy_read_timeout < server.timeout:
+        out.append(
+            f"{f}: nginx.proxy_read_timeout = {n.proxy_read_timeout} is below server.timeout = "
+            f"{server.timeout}: nginx would answer 504 while a worker is still allowed to work "
+            f"on the request; raise nginx.proxy_read_timeout to at least {server.timeout} or "
+            f"lower server.timeout")
+    if plan.docker is not None:
+        stop = plan.docker.stop_grace_period
+        if stop < server.graceful_timeout + STOP_MARGIN_MIN:
+            out.append(
+                f"{f}: compose.stop_grace_period = {stop} leaves no time for server."
+                f"graceful_timeout = {server.graceful_timeout}: `docker compose down` would "
+                f"SIGKILL the server while requests are still finishing; set "
+                f"compose.stop_grace_period to at least {server.graceful_timeout + STOP_MARGIN_MIN} "
+                f"(or leave it unset: graceful_timeout + 5) or lower server.graceful_timeout")
+    return out
+
+
+def _limits(loaded: Loaded, plan: Plan) -> list[str]:
+    """nginx must reject first: whatever nginx lets through, the server must accept."""
+    f, n, server = loaded.path, loaded.settings.nginx, plan.server
+    out = []
+    size = n.header_buffer_size
+    shown = f"nginx.header_buffer_size = {format_size(size)!r} ({size} bytes)"
+    # nginx accepts a request line or header field that fits in one large header buffer, and
+    # re-sends header fields as "name: value" (RFC 9112 §5), so a forwarded line is at most
+    # the buffer's size; the server's limits count a line without its CRLF.
+    for key, effective, status in (("limit_request_line", server.max_request_line, 414),
+                                   ("limit_request_field_size", server.max_field_size, 431)):
+        if effective < size:
+            out.append(
+                f"{f}: server.{key} = {getattr(server, key)} is below {shown}: nginx would pass "
+                f"lines the server rejects with {status}; remove server.{key} (it is derived "
+                f"from nginx.header_buffer_size) or set it to at least {size}")
+    body = n.client_max_body_size
+    server_body = server.limit_request_body
+    if server_body and (body == 0 or server_body < body):
+        nginx_says = "no limit" if body == 0 else f"{format_size(body)!r} ({body} bytes)"
+        out.append(
+            f"{f}: server.limit_request_body = {server_body} is below nginx.client_max_body_size "
+            f"= {nginx_says}: nginx would pass bodies the server rejects with 413; remove server."
+            f"limit_request_body (it is derived from nginx.client_max_body_size) or set it to 0 "
+            f"or at least {body}")
+    return out
+
+
+def _keepalive(loaded: Loaded, plan: Plan) -> list[str]:
+    f, n, server = loaded.path, loaded.settings.nginx, plan.server
+    if not n.upstream_keepalive or server.keep_alive > n.upstream_keepalive_timeout:
+        return []
+    return [
+        f"{f}: server.keep_alive = {server.keep_alive} must exceed nginx."
+        f"upstream_keepalive_timeout = {n.upstream_keepalive_timeout}: otherwise the server may "
+        f"close an idle connection just as nginx reuses it (a 502); remove server.keep_alive (it "
+        f"is derived: timeout + {KEEPALIVE_MARGIN}), raise it above "
+        f"{n.upstream_keepalive_timeout}, or set nginx.upstream_keepalive = 0"]
+
+
+def socket_writable(mode: int, owner_uid: int, gid: int, nginx_uid: int,
+                    nginx_gids: frozenset[int]) -> bool:
+    """Whether nginx's worker may connect(2) to the socket: that needs write permission."""
+    if nginx_uid == 0:
+        return True
+    if nginx_uid == owner_uid:
+        return bool(mode & 0o200)
+    if gid in nginx_gids:
+        return bool(mode & 0o020)
+    return bool(mode & 0o002)
+
+
+def _socket(loaded: Loaded, plan: Plan) -> list[str]:
+    f, server = loaded.path, plan.server
+    mode = f'"{server.socket_mode:04o}"'
+    if plan.socket_gid is None:
+        known = ", ".join(f"{name} ({gid})" for name, gid in DOCKER_GROUPS.items())
+        return [f"{f}: server.socket_group = {server.socket_group!r}: no such group in the app "
+                f"image (known: {known}, or a numeric id); use \"{NGINX_USER}\", the group of "
+                f"nginx's workers"]
+    if socket_writable(server.socket_mode, plan.socket_owner_uid, plan.socket_gid,
+                       plan.nginx_uid, plan.nginx_gids):
+        return []
+    if plan.target == "docker":
+        who = (f"nginx's workers (user {NGINX_USER}, uid {plan.nginx_uid}) cannot write to the "
+               f"socket, owned by {APP_USER} (uid {plan.socket_owner_uid}) with group id "
+               f"{plan.socket_gid}")
+        fix = f'use socket_mode = "0660" with socket_group = "{NGINX_USER}"'
+    else:
+        who = (f"locally nginx's workers run as uid {plan.nginx_uid}, the socket's owner, and "
+               f"the mode has no owner write bit")
+        fix = 'use socket_mode = "0660" or "0600"'
+    return [f"{f}: server.socket_mode = {mode} ({plan.target}): {who}, so every request would "
+            f"get a 502; {fix}"]
+
+
+def _ports(loaded: Loaded, plan: Plan) -> list[str]:
+    f, n = loaded.path, loaded.settings.nginx
+    used = {"nginx.listen_port": n.listen_port}
+    if n.tls.enabled:
+        used["nginx.tls.listen_port"] = n.tls.listen_port
+    if plan.health_listen:
+        used["the health check server"] = HEALTH_PORT
+    out = []
+    names = list(used)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if used[a] == used[b]:
+                out.append(f"{f}: {a} = {used[a]} collides with {b} (port {used[b]}); choose "
+                           f"another port")
+    return out
+
+
+def check_files(loaded: Loaded) -> list[str]:
+    """Files the settings point to (needed to build and run, not to render)."""
+    f, s = loaded.path, loaded.settings
+    base = loaded.directory
+    out = []
+    app_dir = base / s.app.directory
+    if not app_dir.is_dir():
+        out.append(f"{f}: app.directory = {s.app.directory!r}: no such directory ({app_dir})")
+    else:
+        top = s.app.module.split(":")[0].split(".")[0]
+        if not ((app_dir / top).is_dir() or (app_dir / f"{top}.py").is_file()):
+            out.append(f"{f}: app.module = {s.app.module!r}: no module {top!r} in app.directory "
+                       f"({app_dir}); the server imports it from there")
+    if s.nginx.static_dir and not (base / s.nginx.static_dir).is_dir():
+        out.append(f"{f}: nginx.static_dir = {s.nginx.static_dir!r}: no such directory "
+                   f"({base / s.nginx.static_dir})")
+    if s.nginx.tls.enabled:
+        for key in ("certificate", "certificate_key"):
+            value = getattr(s.nginx.tls, key)
+            path = Path(value) if os.path.isabs(value) else base / value
+            if not path.is_file():
+                out.append(f"{f}: nginx.tls.{key} = {value!r}: no such file ({path})")
+    return out

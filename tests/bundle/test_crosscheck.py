@@ -1,0 +1,235 @@
+"""Cross-checks: each disagreement between nginx, the server and compose fails with its message;
+values the bundle derives always agree."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appserver.bundle import plan as P
+from appserver.bundle.crosscheck import check_files, cross_check, socket_writable
+from appserver.bundle.loading import Loaded
+from appserver.bundle.render import render_docker
+from appserver.bundle.settings import SettingsError
+
+Project = Callable[..., Loaded]
+
+
+def problems(loaded: Loaded) -> list[str]:
+    return cross_check(loaded, [P.docker_plan(loaded), P.local_plan(loaded, loaded.directory / "run")])
+
+
+def only_problem(project: Project, edit: Callable[[dict[str, Any]], None]) -> str:
+    loaded = project("maximal.toml", edit)
+    found = problems(loaded)
+    assert len(found) == 1, found
+    assert found[0].startswith(f"{loaded.path}: ")
+    # The render refuses the same settings with the same message.
+    with pytest.raises(SettingsError) as info:
+        render_docker(loaded)
+    assert found[0] in str(info.value)
+    return found[0]
+
+
+def test_maximal_and_bare_settings_agree(project: Project) -> None:
+    assert problems(project("maximal.toml")) == []
+    assert problems(project("bare.toml")) == []
+
+
+def test_derived_values_agree_by_construction(project: Project) -> None:
+    def bare_server(data: dict[str, Any]) -> None:
+        data.pop("server")
+        del data["compose"]["stop_grace_period"]
+        data["nginx"]["header_buffer_size"] = "32k"
+        data["nginx"]["client_max_body_size"] = "100m"
+        data["nginx"]["upstream_keepalive_timeout"] = 300
+
+    loaded = project("maximal.toml", bare_server)
+    assert problems(loaded) == []
+    table = P.docker_plan(loaded).server_table
+    assert table["limit_request_line"] == table["limit_request_field_size"] == 32 * 1024
+    assert table["limit_request_body"] == 100 * 1024 * 1024
+    assert table["keep_alive"] == 300 + P.KEEPALIVE_MARGIN
+    assert table["socket_group"] == "www-data"
+    assert table["bind"] == ["unix:/run/appserver/app.sock"]
+    docker = P.docker_plan(loaded).docker
+    assert docker is not None and docker.stop_grace_period == 30 + P.STOP_MARGIN
+
+
+def test_stop_grace_period_is_derived_from_graceful_timeout(project: Project) -> None:
+    def unset(data: dict[str, Any]) -> None:
+        del data["compose"]["stop_grace_period"]
+        data["server"]["graceful_timeout"] = 100
+
+    plan = P.docker_plan(project("maximal.toml", unset))
+    assert plan.docker is not None
+    assert plan.docker.stop_grace_period == 100 + P.STOP_MARGIN
+
+
+def test_proxy_read_timeout_below_server_timeout(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["nginx"]["proxy_read_timeout"] = 45
+
+    message = only_problem(project, edit)
+    assert "nginx.proxy_read_timeout = 45 is below server.timeout = 60: nginx would answer 504" \
+        in message
+    assert "raise nginx.proxy_read_timeout to at least 60" in message
+
+
+def test_graceful_timeout_above_stop_grace_period(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"]["graceful_timeout"] = 29  # stop_grace_period is 30
+
+    message = only_problem(project, edit)
+    assert "compose.stop_grace_period = 30 leaves no time for server.graceful_timeout = 29" \
+        in message
+    assert "set compose.stop_grace_period to at least 31" in message
+
+
+def test_request_line_limit_below_nginx_buffer(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"]["limit_request_line"] = 4094  # nginx passes up to 16k
+
+    message = only_problem(project, edit)
+    assert "server.limit_request_line = 4094 is below nginx.header_buffer_size = '16k' " \
+        "(16384 bytes): nginx would pass lines the server rejects with 414" in message
+
+
+def test_field_size_limit_below_nginx_buffer(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"]["limit_request_field_size"] = 8190
+
+    message = only_problem(project, edit)
+    assert "server.limit_request_field_size = 8190 is below nginx.header_buffer_size" in message
+    assert "rejects with 431" in message
+
+
+def test_body_limit_below_client_max_body_size(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"]["limit_request_body"] = 1_000_000  # nginx passes up to 25m
+
+    message = only_problem(project, edit)
+    assert "server.limit_request_body = 1000000 is below nginx.client_max_body_size = '25m' " \
+        "(26214400 bytes): nginx would pass bodies the server rejects with 413" in message
+
+
+def test_body_limit_with_unlimited_nginx(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"]["limit_request_body"] = 1_000_000
+        data["nginx"]["client_max_body_size"] = 0
+
+    message = only_problem(project, edit)
+    assert "nginx.client_max_body_size = no limit" in message
+
+
+def test_keep_alive_must_exceed_upstream_keepalive_timeout(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"]["keep_alive"] = 75  # equal is not enough
+
+    message = only_problem(project, edit)
+    assert "server.keep_alive = 75 must exceed nginx.upstream_keepalive_timeout = 75" in message
+    assert "or set nginx.upstream_keepalive = 0" in message
+
+
+def test_keep_alive_is_free_without_upstream_keepalive(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"]["keep_alive"] = 2
+        data["nginx"]["upstream_keepalive"] = 0
+
+    assert problems(project("maximal.toml", edit)) == []
+
+
+def test_socket_mode_without_group_write(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"]["socket_mode"] = "0640"
+
+    message = only_problem(project, edit)
+    assert 'server.socket_mode = "0640" (docker): nginx\'s workers (user www-data, uid 33) ' \
+        "cannot write to the socket" in message
+    assert 'use socket_mode = "0660" with socket_group = "www-data"' in message
+
+
+def test_socket_group_that_nginx_is_not_in(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"]["socket_group"] = "app"
+
+    message = only_problem(project, edit)
+    assert "owned by app (uid 10001) with group id 10001" in message
+
+
+def test_world_writable_socket_works_for_any_group(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"]["socket_group"] = "app"
+        data["server"]["socket_mode"] = "0666"
+
+    assert problems(project("maximal.toml", edit)) == []
+
+
+def test_unknown_socket_group(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"]["socket_group"] = "nginx"
+
+    message = only_problem(project, edit)
+    assert "server.socket_group = 'nginx': no such group in the app image (known: www-data (33), " \
+        "app (10001), or a numeric id)" in message
+
+
+def test_socket_mode_the_local_user_cannot_write(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"]["socket_mode"] = "0060"  # group only: fine in Docker, not for the owner
+
+    loaded = project("maximal.toml", edit)
+    found = problems(loaded)
+    if os.geteuid() == 0:
+        assert found == []  # root's nginx workers (user root) may write anything
+    else:
+        assert len(found) == 1 and "(local): locally nginx's workers run as uid" in found[0]
+
+
+def test_port_collision_with_the_health_server(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["nginx"]["listen_port"] = P.HEALTH_PORT
+
+    message = only_problem(project, edit)
+    assert f"nginx.listen_port = {P.HEALTH_PORT} collides with the health check server" in message
+
+
+def test_port_collision_between_http_and_https(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["nginx"]["tls"]["listen_port"] = 8000
+
+    message = only_problem(project, edit)
+    assert "nginx.listen_port = 8000 collides with nginx.tls.listen_port" in message
+
+
+@pytest.mark.parametrize(("mode", "owner", "gid", "nginx_uid", "nginx_gids", "ok"), [
+    (0o660, 10001, 33, 33, {33}, True),     # group write, nginx in the group
+    (0o640, 10001, 33, 33, {33}, False),    # group read only
+    (0o660, 10001, 10001, 33, {33}, False),  # nginx not in the group
+    (0o666, 10001, 10001, 33, {33}, True),  # others may write
+    (0o600, 1000, 1000, 1000, {1000}, True),  # same user: owner bits
+    (0o060, 1000, 1000, 1000, {1000}, False),  # owner bits decide for the owner
+    (0o000, 1000, 1000, 0, {0}, True),      # root
+])
+def test_socket_writable(mode: int, owner: int, gid: int, nginx_uid: int, nginx_gids: set[int],
+                         ok: bool) -> None:
+    assert socket_writable(mode, owner, gid, nginx_uid, frozenset(nginx_gids)) is ok
+
+
+def test_check_files_names_what_is_missing(project: Project, tmp_path: Path) -> None:
+    loaded = project("maximal.toml")
+    assert check_files(loaded) == []
+    (loaded.directory / "myapp.py").unlink()
+    (loaded.directory / "tls" / "privkey.pem").unlink()
+    (loaded.directory / "static" / "hello.txt").unlink()
+    (loaded.directory / "static").rmdir()
+    found = check_files(loaded)
+    assert f"{loaded.path}: app.module = 'myapp:application': no module 'myapp' in app.directory" \
+        in found[0]
+    assert "nginx.static_dir = 'static': no such directory" in found[1]
+    assert "nginx.tls.certificate_key = 'tls/privkey.pem': no such file" in found[2]
+    assert len(found) == 3

@@ -1,0 +1,265 @@
+"""Rendering: committed files are fresh, every branch renders and passes real ``nginx -t``, the
+server reads its rendered config, compose accepts compose.yaml, ``render --check`` names stale files."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from appserver.bundle import plan as P
+from appserver.bundle import tools
+from appserver.bundle.commands import register
+from appserver.bundle.loading import Loaded, load_settings
+from appserver.bundle.render import (
+    DOCKER_FILES,
+    LOCAL_FILES,
+    render_docker,
+    render_files,
+    render_local,
+    stale_files,
+    write_files,
+)
+from appserver.bundle.settings import SettingsError
+from appserver.config import load_config
+
+from .conftest import REPO
+
+Project = Callable[..., Loaded]
+HEADER = "# generated from settings.toml; do not edit (run `appserver render`)\n"
+
+
+def run_command(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="appserver")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    return int(args.func(args))
+
+
+def test_committed_files_are_fresh() -> None:
+    """The golden test: nginx/nginx.conf, compose.yaml, ... match a render of settings.toml."""
+    loaded = load_settings(REPO / "settings.toml")
+    stale = stale_files(REPO, render_docker(loaded))
+    assert not stale, "stale generated files; run `appserver render`:\n" + "".join(
+        item.diff for item in stale)
+
+
+def test_render_check_command_on_the_repository(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_command("render", "--check", "--settings", str(REPO / "settings.toml")) == 0
+    assert "up to date: 5 files" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("source", ["maximal.toml", "bare.toml"])
+def test_every_generated_file_starts_with_the_header(project: Project, tmp_path: Path,
+                                                     source: str) -> None:
+    loaded = project(source)
+    files = {**render_docker(loaded), **render_local(loaded, tmp_path / "run")[1]}
+    assert set(files) == set(DOCKER_FILES) | set(LOCAL_FILES)
+    for name, text in files.items():
+        assert text.startswith(HEADER), name
+
+
+def test_render_check_names_stale_and_missing_files(project: Project,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    loaded = project("maximal.toml")
+    settings = str(loaded.path)
+    assert run_command("render", "--settings", settings) == 0
+    assert run_command("render", "--check", "--settings", settings) == 0
+    conf = loaded.directory / "nginx" / "nginx.conf"
+    conf.write_text(conf.read_text().replace("worker_processes 2;", "worker_processes 3;"))
+    (loaded.directory / "compose.yaml").unlink()
+    capsys.readouterr()
+    assert run_command("render", "--check", "--settings", settings) == 1
+    out, err = capsys.readouterr()
+    assert f"stale: {conf}" in err
+    assert f"stale: {loaded.directory / 'compose.yaml'}" in err
+    assert "-worker_processes 3;\n+worker_processes 2;" in out
+    assert "--- a/compose.yaml (missing)" in out
+    # A render repairs both, and rewrites only what changed.
+    written = write_files(loaded.directory, render_docker(loaded))
+    assert sorted(written) == sorted([conf, loaded.directory / "compose.yaml"])
+
+
+def test_render_into_another_directory(project: Project, tmp_path: Path) -> None:
+    loaded = project("maximal.toml")
+    out = loaded.directory / "build" / "out"
+    assert run_command("render", "--settings", str(loaded.path), "--out", str(out)) == 0
+    compose = (out / "compose.yaml").read_text()
+    # Build contexts and mounts still point at the project (the settings file's directory).
+    assert 'context: "../.."' in compose
+    assert 'dockerfile: "build/out/nginx/Dockerfile"' in compose
+    assert '"../../tls/fullchain.pem:/etc/nginx/tls/fullchain.pem:ro"' in compose
+    assert "COPY build/out/nginx/nginx.conf /etc/nginx/nginx.conf" in \
+        (out / "nginx" / "Dockerfile").read_text()
+
+
+def test_render_refuses_settings_with_cross_check_failures(
+        project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    loaded = project("maximal.toml", lambda d: d["nginx"].update(proxy_read_timeout=10))
+    assert run_command("render", "--settings", str(loaded.path)) == 1
+    assert "nginx.proxy_read_timeout = 10 is below server.timeout = 60" in capsys.readouterr().err
+    assert not (loaded.directory / "nginx" / "nginx.conf").exists()
+
+
+def test_strict_undefined(project: Project, tmp_path: Path) -> None:
+    loaded = project("bare.toml")
+    (tmp_path / "bad.j2").write_text("# {{ plan.header }}\n{{ plan.no_such_value }}\n")
+    with pytest.raises(SettingsError, match="bad.j2: cannot render: .*no_such_value"):
+        render_files(loaded, P.docker_plan(loaded), {"x": "bad.j2"}, template_dir=tmp_path)
+
+
+# ---- every branch, checked by real nginx -------------------------------------------------------
+
+
+MAXIMAL_FRAGMENTS = [
+    "worker_processes 2;", "worker_rlimit_nofile 8256;", "large_client_header_buffers 8 16k;",
+    "client_max_body_size 25m;", "set_real_ip_from 10.0.0.0/8;", "set_real_ip_from fd00::/8;",
+    "real_ip_recursive on;", '"1:https" https;', "gzip_types text/css application/json;",
+    "keepalive 64;", "keepalive_timeout 75s;", "proxy_read_timeout 120s;",
+    "ssl_protocols TLSv1.2 TLSv1.3;", "ssl_prefer_server_ciphers off;",
+    "ssl_ecdh_curve X25519:prime256v1:secp384r1;", "ssl_session_tickets off;",
+    "return 444;", "ssl_reject_handshake on;", "listen [::]:8000 default_server;",
+    "listen 8443 ssl http2;", "server_name example.com *.example.com .example.org;",
+    "return 301 https://$host$request_uri;",  # published_tls_port 443: no port in the URL
+    'add_header Strict-Transport-Security "max-age=31536000" always;',
+    'add_header Referrer-Policy "no-referrer" always;',
+    'add_header Content-Security-Policy "default-src \'self\'; frame-ancestors \'none\'" always;',
+    'add_header Permissions-Policy "geolocation=(), camera=()" always;',
+    "location ^~ /assets/ {", "expires 7d;", "location ^~ /events/ {", "location ^~ /stream {",
+    "proxy_buffering off;", "location = /health/live {", "listen 127.0.0.1:8081;",
+]
+BARE_FRAGMENTS = [
+    "gzip off;", "access_log off;", "proxy_buffering off;", "proxy_request_buffering off;",
+    "listen 443 ssl;", "listen 80;", "server_name bare.example;",
+    "# nginx is the edge: the scheme is the one the client used.",
+]
+
+
+def test_maximal_renders_every_branch(project: Project) -> None:
+    loaded = project("maximal.toml")
+    conf = render_docker(loaded)[P.NGINX_CONF]
+    for fragment in MAXIMAL_FRAGMENTS:
+        assert fragment in conf, fragment
+    assert "X-XSS-Protection" not in conf
+    assert "server_tokens off;" in conf and "proxy_http_version 1.1;" in conf
+    assert "'' '';" in conf  # the upgrade map's empty default keeps upstream keep-alive
+
+
+def test_bare_renders_the_other_branches(project: Project) -> None:
+    conf = render_docker(project("bare.toml"))[P.NGINX_CONF]
+    for fragment in BARE_FRAGMENTS:
+        assert fragment in conf, fragment
+    for absent in ("keepalive 32;", "location ^~ /static/", "return 301", "X-Content-Type-Options",
+                   "Referrer-Policy", "Content-Security-Policy", "Strict-Transport-Security",
+                   "http2", "set_real_ip_from", "listen [::]"):
+        assert absent not in conf, absent
+
+
+@pytest.mark.parametrize("source", ["maximal.toml", "bare.toml"])
+def test_nginx_accepts_the_docker_config(project: Project, nginx: str, source: str) -> None:
+    result = tools.nginx_test_docker(project(source), nginx)
+    assert result.ok, result.output
+
+
+@pytest.mark.parametrize("source", ["maximal.toml", "bare.toml"])
+def test_nginx_accepts_the_local_config(project: Project, nginx: str, tmp_path: Path,
+                                        source: str) -> None:
+    loaded = project(source)
+    run = tmp_path / "run"
+    (run / "tmp").mkdir(parents=True)
+    _, files = render_local(loaded, run)
+    write_files(run, files)
+    result = tools.nginx_test(nginx, run / "nginx.conf", run)
+    assert result.ok, result.output
+
+
+def test_nginx_test_reports_a_broken_config(nginx: str, tmp_path: Path) -> None:
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("events {}\nhttp { server { listen 8080; no_such_directive on; } }\n")
+    result = tools.nginx_test(nginx, conf, tmp_path)
+    assert not result.ok
+    assert 'unknown directive "no_such_directive"' in result.output
+
+
+def test_nginx_test_docker_makes_up_missing_certificates(project: Project, nginx: str) -> None:
+    loaded = project("maximal.toml")
+    shutil.rmtree(loaded.directory / "tls")
+    result = tools.nginx_test_docker(loaded, nginx)
+    assert result.ok, result.output
+    assert "self-signed pair instead" in result.output
+
+
+def test_repository_check_command(capsys: pytest.CaptureFixture[str], nginx: str) -> None:
+    assert run_command("check", "--settings", str(REPO / "settings.toml")) == 0
+    out = capsys.readouterr().out
+    assert "is valid and its layers agree" in out
+    assert f"ok: nginx -t ({nginx})" in out
+
+
+def test_check_command_reports_missing_files(project: Project,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    loaded = project("maximal.toml")
+    (loaded.directory / "myapp.py").unlink()
+    assert run_command("check", "--settings", str(loaded.path)) == 1
+    assert "no module 'myapp' in app.directory" in capsys.readouterr().err
+
+
+# ---- the server's side of the contract ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["maximal.toml", "bare.toml"])
+def test_the_server_reads_its_rendered_config(project: Project, tmp_path: Path,
+                                              source: str) -> None:
+    loaded = project(source)
+    path = tmp_path / "appserver.toml"
+    path.write_text(render_docker(loaded)[P.SERVER_CONFIG])
+    config = load_config(settings_file=str(path), environ={})
+    plan = P.docker_plan(loaded)
+    assert config == plan.server
+    assert config.bind == ["unix:/run/appserver/app.sock"]
+    assert config.wsgi_app == "myapp:application"
+    assert config.chdir == P.DOCKER_APP_DIR
+    assert config.socket_mode == 0o660
+
+
+def test_the_local_server_config_binds_under_the_run_dir(project: Project, tmp_path: Path) -> None:
+    loaded = project("maximal.toml")
+    plan, files = render_local(loaded, tmp_path / "run")
+    path = tmp_path / "appserver.toml"
+    path.write_text(files["appserver.toml"])
+    config = load_config(settings_file=str(path), environ={})
+    assert config.bind == [f"unix:{tmp_path / 'run' / 'app.sock'}"]
+    assert config.chdir == str(loaded.directory)
+    assert config.socket_group is None  # locally nginx runs as the socket's owner
+    assert f"server unix:{tmp_path / 'run' / 'app.sock'};" in render_local(
+        loaded, tmp_path / "run")[1]["nginx.conf"]
+
+
+# ---- compose ----------------------------------------------------------------------------------
+
+
+def test_compose_accepts_the_repository_compose_file(compose: list[str]) -> None:
+    result = tools.compose_config(compose, REPO / "compose.yaml", REPO)
+    assert result.ok, result.output
+
+
+def test_compose_accepts_the_maximal_compose_file(project: Project, compose: list[str]) -> None:
+    loaded = project("maximal.toml")
+    write_files(loaded.directory, render_docker(loaded))
+    result = tools.compose_config(compose, loaded.directory / "compose.yaml", loaded.directory)
+    assert result.ok, result.output
+
+
+def test_compose_file_contents(project: Project) -> None:
+    compose = render_docker(project("maximal.toml"))[P.COMPOSE_FILE]
+    for fragment in ['"0.0.0.0:80:8000"', '"0.0.0.0:443:8443"', "stop_grace_period: 30s",
+                     "app-socket:/run/appserver:ro", 'cpus: "2.5"', 'memory: "1g"',
+                     '"/health/live"]', "condition: service_healthy", 'restart: "always"',
+                     "name: maximal-app", "interval: 10s"]:
+        assert fragment in compose, fragment
+    dockerfile = render_docker(project("maximal.toml"))[P.APP_DOCKERFILE]
+    assert "pip install --no-cache-dir appserver -r requirements.txt" in dockerfile
+    assert "USER app" in dockerfile
