@@ -29,7 +29,7 @@ from typing import Any
 
 from . import policy
 from .config import ConfigError, ServerConfig, load_config
-from .heartbeat import Heartbeat
+from .heartbeat import STOP_RESTART, STOP_SHUTDOWN, Heartbeat
 from .logs import check_log_paths, reopen_error_log, setup_error_log
 from .sockets import FDS_ENV, Listener, bind_all, inherited_sockets
 from .upgrade import PARENT_ENV, Upgrader
@@ -173,6 +173,8 @@ class Arbiter:
                 log.info("retiring all workers: the new master %d serves now", self.upgrader.child_pid)
                 self.num_workers = 0
                 self.pending_reload = None
+                for worker in self.current():
+                    self.retire(worker, restart=True)
             else:
                 log.info("SIGWINCH ignored: no new master is running (sent by a terminal resize?)")
 
@@ -213,9 +215,12 @@ class Arbiter:
             for _ in range(delta):
                 self.spawn(self.config, self.listeners, self.generation)
 
-    def retire(self, worker: WorkerRecord, sig: int = signal.SIGTERM) -> None:
+    def retire(self, worker: WorkerRecord, sig: int = signal.SIGTERM, *, restart: bool = False) -> None:
+        """Stop a worker (TERM: gracefully).  ``restart``: it is being replaced (reload, upgrade),
+        which its WebSocket clients hear as close code 1012 rather than 1001."""
         if worker.retiring_since is None:
             worker.retiring_since = time.monotonic()
+            worker.heartbeat.set_stop_reason(STOP_RESTART if restart else STOP_SHUTDOWN)
         worker.quick = worker.quick or sig != signal.SIGTERM
         self._kill(worker.pid, sig)
 
@@ -264,6 +269,8 @@ class Arbiter:
             if self.pending_reload and worker.generation == self.pending_reload[0]:
                 self.abandon_reload("the new workers failed to load the app")
                 return
+            if worker.generation > self.generation:
+                return  # a sibling in a reload already abandoned: the old workers serve on
             raise HaltServer("the app failed to load; stopping (fix it, then start again)",
                              code=policy.EXIT_APP_LOAD_ERROR)
         if time.monotonic() - worker.spawned_at < 1.0:
@@ -315,7 +322,8 @@ class Arbiter:
             return
         if config.errorlog != self.config.errorlog or config.loglevel != self.config.loglevel:
             setup_error_log(config)
-        generation = self.generation + 1
+        # Never reuse the number of an abandoned reload whose workers may still be exiting.
+        generation = max([self.generation, *(w.generation for w in self.workers.values())]) + 1
         self.pending_reload = (generation, config, listeners)
         for _ in range(config.workers):
             self.spawn(config, listeners, generation)
@@ -342,7 +350,7 @@ class Arbiter:
             return
         old = [w for w in self.workers.values() if w.generation != generation]
         for worker in old:
-            self.retire(worker)
+            self.retire(worker, restart=True)
         for listener in self.listeners:
             if listener not in listeners:
                 listener.close(unlink=True)

@@ -255,7 +255,8 @@ class ServerConfig(BaseModel):
         False, cli=("--preload",),
         help="Load the app in the master before forking (saves memory; HUP then cannot reload code: "
         "use USR2).")
-    chdir: str | None = setting(None, cli=("--chdir",), help="Change to this directory before loading the app.")
+    chdir: str | None = setting(
+        None, cli=("--chdir",), help="Change to this directory before loading the app.")
     pythonpath: str | None = setting(
         None, cli=("--pythonpath",),
         help="Comma-separated directories prepended to sys.path before loading the app.")
@@ -293,6 +294,22 @@ class ServerConfig(BaseModel):
         0, cli=("--limit-request-body",), ge=0,
         help="Largest request body in bytes (413 beyond). 0: no limit (nginx's client_max_body_size "
         "usually applies first).")
+    websocket_ping_interval: float = setting(
+        20.0, cli=("--websocket-ping-interval",), ge=0, le=3600,
+        help="Seconds between the server's pings on an idle WebSocket; a peer that does not answer "
+        "within another interval is disconnected (close 1011). Keep nginx's proxy_read_timeout "
+        "above it. 0: no pings.")
+    websocket_max_message_size: MemorySize = setting(
+        "16MiB", cli=("--websocket-max-message-size",),
+        help="Largest WebSocket message a client may send (close 1009 beyond); 512K, 16M (a bare "
+        "number is MiB).")
+    websocket_max_connections: int = setting(
+        1000, cli=("--websocket-max-connections",), ge=1, le=1_000_000,
+        help="Most open WebSockets per worker; further upgrades get 503.")
+    websocket_idle_timeout: float = setting(
+        0.0, cli=("--websocket-idle-timeout",), ge=0, le=86400,
+        help="Close a WebSocket (1000) after this many seconds without a message in either "
+        "direction. 0: never (pings still detect dead peers).")
     raw_env: StrList = setting(
         [], cli=("-e", "--env"), help="KEY=VALUE set in the environment of the workers. Repeatable.")
     reload: bool = setting(

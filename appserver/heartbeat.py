@@ -11,7 +11,8 @@ the master reads it.  CLOCK_MONOTONIC is shared by every process on the host, so
 agree.
 
 Layout (little-endian): ``[0:8]`` last beat (float seconds), ``[8:16]`` the moment the worker
-finished booting (0 until then), ``[16:24]`` requests served.
+finished booting (0 until then), ``[16:24]`` requests served, ``[24]`` why the master is stopping
+the worker (set before it sends TERM; the worker tells its WebSocket clients: 1001 or 1012).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import struct
 import tempfile
 import time
 
-_SIZE = 24
+_SIZE = 32
+STOP_SHUTDOWN, STOP_RESTART = 1, 2
 _F = struct.Struct("<d")
 _Q = struct.Struct("<Q")
 
@@ -62,6 +64,12 @@ class Heartbeat:
 
     def requests(self) -> int:
         return int(_Q.unpack_from(self._map, 16)[0])
+
+    def set_stop_reason(self, reason: int) -> None:
+        self._map[24] = reason
+
+    def stop_reason(self) -> int:
+        return self._map[24]
 
     def close(self) -> None:
         try:

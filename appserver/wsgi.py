@@ -32,6 +32,10 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 StartResponse = Callable[..., Callable[[bytes], None]]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
+# Return this from the app (or raise StopIteration) after taking over environ['gunicorn.socket']:
+# the server then writes nothing and closes the connection.
+ALREADY_HANDLED = object()
+
 _environ_keys: dict[bytes, str | None] = {}
 _SPECIAL = {b"CONTENT_TYPE": "CONTENT_TYPE", b"CONTENT_LENGTH": "CONTENT_LENGTH"}
 

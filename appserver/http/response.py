@@ -88,7 +88,8 @@ def http_date() -> str:
     return _date_cache[1]
 
 
-def error_response(status: int, detail: str = "", *, version: str = "1.1") -> bytes:
+def error_response(status: int, detail: str = "", *, version: str = "1.1",
+                   extra_headers: list[tuple[str, str]] | None = None) -> bytes:
     """A complete plain-text error response that closes the connection."""
     phrase = HTTPStatus(status).phrase
     body = f"{status} {phrase}\n".encode()
@@ -99,5 +100,6 @@ def error_response(status: int, detail: str = "", *, version: str = "1.1") -> by
         ("Content-Type", "text/plain; charset=utf-8"),
         ("Content-Length", str(len(body))),
         ("Connection", "close"),
+        *(extra_headers or []),
     ])
     return head + body

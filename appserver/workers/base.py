@@ -25,11 +25,12 @@ import time
 from typing import Any
 
 from ..config import ServerConfig
-from ..heartbeat import Heartbeat
+from ..heartbeat import STOP_RESTART, Heartbeat
 from ..loader import load_app, prepare_import_path
 from ..logs import AccessLog, reopen_error_log
 from ..reloader import start_reloader
 from ..sockets import Listener
+from ..websocket.blocking import GOING_AWAY, SERVICE_RESTART, Registry
 from ..wsgi import WSGIContext
 from .pump import ServingState
 
@@ -56,6 +57,7 @@ class Worker:
 
     multithread = False
     uses_keep_alive = True
+    holds_connections = False  # can serve WebSockets (a connection outlives its request)
 
     def __init__(self, config: ServerConfig, app: Any, listeners: list[Listener],
                  heartbeat: Heartbeat, generation: int) -> None:
@@ -97,6 +99,10 @@ class Worker:
                 max_requests=self.max_requests)
             if self.config.reload:
                 start_reloader(self.ppid)
+            if self.holds_connections:
+                self.state.websockets = Registry(self.config.websocket_max_connections,
+                                                 self.config.websocket_ping_interval,
+                                                 self.config.websocket_idle_timeout)
             self.heartbeat.mark_booted()
             log.info("worker %d booted (%s, generation %d)", self.pid,
                      self.config.effective_worker_class, self.generation)
@@ -182,6 +188,17 @@ class Worker:
                                           f"--max-worker-memory {limit >> 20} MiB")
                     self.state.stopping = True
                     self.alive = False
+
+    def close_websockets(self) -> None:
+        """On a graceful stop, tell WebSocket clients why (no WSGI server did: 1001 or 1012)."""
+        registry = self.state.websockets
+        if registry is None:
+            return
+        restart = self.retire_reason or self.heartbeat.stop_reason() == STOP_RESTART
+        code, reason = (SERVICE_RESTART, "service restart") if restart else (GOING_AWAY, "going away")
+        count = registry.close_all(code, reason)
+        if count:
+            log.info("worker %d: sent close %d to %d WebSockets", self.pid, code, count)
 
     def serve(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -44,6 +44,7 @@ _CONN_EVENTS = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT
 
 class ThreadWorker(Worker):
     multithread = True
+    holds_connections = True
 
     def serve(self) -> None:
         self.threads = self.config.threads
@@ -82,13 +83,18 @@ class ThreadWorker(Worker):
                 break
             if wakeup.poll(250):
                 self.drain_wakeup()
-            self._expire(time.monotonic())
+            now = time.monotonic()
+            self._expire(now)
+            if self.state.websockets is not None:
+                self.state.websockets.tick(now)
 
     def tick(self) -> None:
         super().tick()
-        started = list(self._started.values())
+        long_lived = self.state.long_lived
+        started = [t for ident, t in list(self._started.items()) if ident not in long_lived]
         timeout = self.config.timeout
-        if timeout and len(started) >= self.threads and time.monotonic() - max(started) > timeout:
+        if timeout and started and len(started) + len(long_lived) >= self.threads \
+                and time.monotonic() - max(started) > timeout:
             # Every thread is stuck in a request: let the master see this worker as silent.
             self.heartbeat.beat_at(max(started))
 
@@ -181,6 +187,7 @@ class ThreadWorker(Worker):
 
     def _graceful_stop(self) -> None:
         self.state.stopping = True
+        self.close_websockets()
         for fd in self._listeners:
             try:
                 self.epoll.unregister(fd)

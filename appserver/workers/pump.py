@@ -32,6 +32,8 @@ from ..http.events import END_OF_MESSAGE, NEED_DATA, Body, ProtocolError, Reques
 from ..http.parser import RequestParser
 from ..http.response import CONTINUE, ResponseError, error_response
 from ..logs import AccessLog
+from ..websocket.blocking import Registry
+from ..websocket.handshake import is_websocket_request
 from ..wsgi import FileWrapper, InputStream, Response, WSGIApp, WSGIContext, build_environ, closing
 
 log = logging.getLogger("appserver.worker")
@@ -69,6 +71,9 @@ class ServingState:
         self.stopping = False             # no new keep-alive: a graceful stop or recycle is on
         self.io_timeout = config.header_timeout
         self.header_timeout = config.header_timeout
+        # Set by the worker classes that can hold a connection open (None: upgrades are refused).
+        self.websockets: Registry | None = None
+        self.long_lived: set[int] = set()  # threads serving a WebSocket, not a stuck request
         self.parser_limits = dict(
             max_request_line=config.max_request_line, max_fields=config.max_fields,
             max_field_size=config.max_field_size, max_body=config.limit_request_body)
@@ -123,7 +128,7 @@ class Connection:
                     return IDLE
         except ProtocolError as exc:
             log.info("bad request from %s: %s", self._peer_text(), exc)
-            self._send_quietly(error_response(exc.status, exc.detail))
+            self.send_quietly(error_response(exc.status, exc.detail))
             return self._close(linger=True)
         except (ClientGone, OSError) as exc:
             log.debug("connection from %s ended: %r", self._peer_text(), exc)
@@ -170,12 +175,17 @@ class Connection:
         """Run the app for one request; True when the connection may serve another."""
         state = self.state
         state.beat()
+        if head.upgrade is not None and is_websocket_request(head):
+            from .wspump import serve_websocket  # noqa: PLC0415 - only for upgrade requests
+
+            state.count_request()
+            return serve_websocket(self, head)
         # Count first: the sync worker never keeps alive, and must still count for --max-requests.
         more = state.count_request()
         keep_alive = head.keep_alive and state.keep_alive and more
         self._body_done = False
         self._continue_pending = head.expect_continue
-        response = Response(self._send, head.method, head.version, keep_alive)
+        response = Response(self.send, head.method, head.version, keep_alive)
         if head.expect_continue:
             response.before_head = self._veto_keep_alive_if_body_unannounced
         body = InputStream(self._pull_body)
@@ -185,20 +195,20 @@ class Connection:
         try:
             result = state.app(environ, response.start_response)
             try:
-                self._write_result(response, result)
+                self.write_result(response, result)
             finally:
                 closing(result)
         except ProtocolError as exc:  # a bad request body, met while the app read it
             log.info("bad request body from %s: %s", self._peer_text(), exc)
             if not response.headers_sent:
-                self._send_quietly(error_response(exc.status, exc.detail))
+                self.send_quietly(error_response(exc.status, exc.detail))
             response.keep_alive = False
             response.status = response.status or f"{exc.status} Bad Request"
         except (ClientGone, ConnectionError, TimeoutError) as exc:
             log.debug("client %s went away during %s: %r", self._peer_text(), head.target, exc)
             response.keep_alive = False
         except Exception as exc:
-            self._app_failed(exc, head, response)
+            self.app_failed(exc, head, response)
         state.access_log.log(environ, response.status, response.headers, response.bytes_sent,
                              time.monotonic() - started)
         if not response.keep_alive:
@@ -211,19 +221,19 @@ class Connection:
         if self._continue_pending and not self._body_done:
             response.keep_alive = False
 
-    def _app_failed(self, exc: Exception, head: RequestHead, response: Response) -> None:
+    def app_failed(self, exc: Exception, head: RequestHead, response: Response) -> None:
         what = "invalid response from the app" if isinstance(exc, ResponseError) else "app error"
         log.error("%s handling %s %s", what, head.method,
                   head.target.decode("latin-1", "replace"), exc_info=exc)
         if not response.headers_sent:
-            self._send_quietly(error_response(500))
+            self.send_quietly(error_response(500))
             response.status = "500 Internal Server Error"
             response.headers = []
         response.keep_alive = False  # a half-sent response cannot be repaired: cut it off
 
     # ---- response writing -------------------------------------------------------------------
 
-    def _write_result(self, response: Response, result: Iterable[bytes]) -> None:
+    def write_result(self, response: Response, result: Iterable[bytes]) -> None:
         if isinstance(result, FileWrapper) and self._sendfile(response, result):
             return
         if type(result) in (list, tuple) and not response.headers_sent:
@@ -233,9 +243,9 @@ class Connection:
                     raise ResponseError(f"the app returned {type(part).__name__}, not bytes")
             body = parts[0] if len(parts) == 1 else b"".join(parts)
             data = response.head(len(body)) + response.frame(body) + response.finish()
-            self._send(data)
+            self.send(data)
             return
-        send = self._send
+        send = self.send
         for data in result:
             if type(data) is not bytes:  # noqa: E721
                 raise ResponseError(f"the app yielded {type(data).__name__}, not bytes")
@@ -261,21 +271,21 @@ class Connection:
         size = max(0, st.st_size - offset)
         head = response.head(size)
         if not response.body_allowed:
-            self._send(head)
+            self.send(head)
             return True
         count = size if response.content_length is None else min(size, response.content_length)
-        self._send(head)
+        self.send(head)
         sent = self.sock.sendfile(wrapper.filelike, offset, count)
         response.bytes_sent += sent
         if sent < (response.content_length or 0):
             response.keep_alive = False
         return True
 
-    def _send(self, data: bytes) -> None:
+    def send(self, data: bytes) -> None:
         if data:
             self.sock.sendall(data)
 
-    def _send_quietly(self, data: bytes) -> None:
+    def send_quietly(self, data: bytes) -> None:
         try:
             self.sock.sendall(data)
         except OSError:
@@ -289,7 +299,7 @@ class Connection:
             return b""
         if self._continue_pending:
             self._continue_pending = False
-            self._send(CONTINUE)
+            self.send(CONTINUE)
         parser = self.parser
         while True:
             event = parser.next_event()

@@ -1,0 +1,268 @@
+"""``environ['wsgi.websocket']`` for the blocking worker classes, and the worker's registry.
+
+Design notes
+------------
+* The app's thread reads: ``receive()`` blocks in ``recv`` on the socket and feeds the session.
+  Any thread may ``send()`` (a chat broadcasts from one connection's thread to the others), so
+  every use of the session and every write happens under the object's lock; the lock is never
+  held across a blocking ``recv``.
+* The handshake completes when the app first calls ``accept()``, ``receive()`` or ``send()``; an
+  app that never does answers the upgrade request with an ordinary HTTP response (e.g. a 403).
+* Keep-alive pings, idle timeouts and the close frames of a graceful stop are sent by the worker's
+  main thread through :class:`Registry`, so they work whatever the app is doing.  A peer that
+  leaves a ping unanswered for a whole interval is disconnected (close 1011): its socket is shut
+  down, which wakes the app's blocked ``receive()`` with None.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from .handshake import accept_response
+from .session import ABNORMAL, NORMAL, WebSocketSession
+
+GOING_AWAY = 1001
+SERVICE_RESTART = 1012
+PING_TIMEOUT = 1011
+RECV_SIZE = 65536
+
+
+class WebSocket:
+    """A server-side WebSocket over a blocking socket (gevent-websocket/meinheld style API)."""
+
+    def __init__(self, sock: socket.socket, key: bytes, offered: list[str], *,
+                 max_message_size: int, trailing: bytes = b"",
+                 on_open: Callable[[WebSocket], None] | None = None) -> None:
+        self.sock = sock
+        self._key = key
+        self.subprotocols = offered          # what the client offered
+        self.subprotocol: str | None = None  # what we accepted
+        self.session = WebSocketSession(max_message_size)
+        self._trailing = trailing
+        self._lock = threading.Lock()
+        self._on_open = on_open
+        self.accepted = False
+        self.last_received = self.last_activity = time.monotonic()
+        self.ping_sent_at: float | None = None
+        self._pongs_seen = 0
+
+    # ---- the app's API ----------------------------------------------------------------------
+
+    def accept(self, subprotocol: str | None = None,
+               headers: list[tuple[str, str]] | None = None) -> None:
+        """Complete the handshake, choosing one of ``subprotocols`` (or none)."""
+        with self._lock:
+            if self.accepted:
+                return
+            if subprotocol is not None and subprotocol not in self.subprotocols:
+                raise ValueError(f"subprotocol {subprotocol!r} was not offered: {self.subprotocols}")
+            self.subprotocol = subprotocol
+            self.sock.settimeout(None)
+            self.sock.sendall(accept_response(self._key, subprotocol, headers))
+            self.accepted = True
+            if self._trailing:
+                self._write(self.session.receive_data(self._trailing))
+                self._trailing = b""
+        if self._on_open is not None:
+            self._on_open(self)
+
+    def receive(self, timeout: float | None = None) -> str | bytes | None:
+        """The next message (str for text, bytes for binary); None once the WebSocket is closed,
+        or when ``timeout`` seconds pass without one (then ``closed`` is still False)."""
+        self.accept()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self.session.messages:
+                    self.last_activity = time.monotonic()
+                    return self.session.messages.popleft()
+                if self.session.finished:
+                    self._finish_close()
+                    return None
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except TimeoutError:
+                continue
+            except OSError:
+                data = b""
+            finally:
+                if deadline is not None:
+                    self._restore_blocking()
+            with self._lock:
+                self.last_received = time.monotonic()
+                self._write(self.session.receive_data(data or None))
+
+    def send(self, data: str | bytes) -> None:
+        self.accept()
+        with self._lock:
+            self._write(self.session.send_message(data))
+            self.last_activity = time.monotonic()
+
+    def close(self, code: int = NORMAL, reason: str = "") -> None:
+        """Start the closing handshake; ``receive()`` returns None once the peer answers."""
+        if not self.accepted:
+            return
+        with self._lock:
+            self._write(self.session.close(code, reason))
+
+    @property
+    def closed(self) -> bool:
+        return self.session.finished
+
+    @property
+    def close_code(self) -> int | None:
+        return self.session.close_code
+
+    # ---- for the server ---------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if data:
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                self.session.receive_data(None)
+
+    def _restore_blocking(self) -> None:
+        try:
+            self.sock.settimeout(None)
+        except OSError:
+            pass
+
+    def _finish_close(self) -> None:
+        """Once the session ended, shut the TCP connection down (RFC 6455 §7.1.1)."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def finish(self, linger: float = 1.0) -> None:
+        """After the app returned: complete the closing handshake (briefly) and stop."""
+        if not self.accepted:
+            return
+        self.close(NORMAL)
+        deadline = time.monotonic() + linger
+        while not self.session.closed and time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except OSError:
+                break
+            with self._lock:
+                self._write(self.session.receive_data(data or None))
+            if not data:
+                break
+
+    def keepalive(self, now: float, interval: float, idle_timeout: float) -> None:
+        """Called by the worker's main thread: ping, detect dead peers, enforce the idle limit."""
+        if not self.accepted or self.session.finished:
+            return
+        with self._lock:
+            if self.session.pongs != self._pongs_seen:
+                self._pongs_seen = self.session.pongs
+                self.ping_sent_at = None
+            if idle_timeout and now - max(self.last_activity, self.last_received) >= idle_timeout:
+                self._write(self.session.close(NORMAL, "idle timeout"))
+                return
+            if not interval:
+                return
+            if self.ping_sent_at is not None:
+                if now - self.ping_sent_at >= interval:
+                    self._write(self.session.fail(PING_TIMEOUT, "keepalive ping timeout"))
+                    self._drop()
+            elif now - self.last_received >= interval:
+                self.ping_sent_at = now
+                self._write(self.session.ping(b"appserver"))
+
+    def _drop(self) -> None:
+        """Cut the connection: the app's blocked receive() wakes up and returns None."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        if self.session.close_code is None:
+            self.session.close_code = ABNORMAL
+
+
+class PrefixedSocket:
+    """``gunicorn.socket`` when bytes after the request head were already read: they come out of
+    ``recv`` first, so the library that takes the socket over misses nothing."""
+
+    def __init__(self, sock: socket.socket, prefix: bytes) -> None:
+        self._sock = sock
+        self._prefix = prefix
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        if self._prefix and not flags:
+            data, self._prefix = self._prefix[:size], self._prefix[size:]
+            return data
+        return self._sock.recv(size, flags)
+
+    def recv_into(self, buffer: bytearray | memoryview, size: int = 0, flags: int = 0) -> int:
+        if self._prefix and not flags:
+            size = min(size or len(buffer), len(self._prefix))
+            buffer[:size] = self._prefix[:size]
+            self._prefix = self._prefix[size:]
+            return size
+        return self._sock.recv_into(buffer, size, flags)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._sock, name)
+
+
+class Registry:
+    """The open WebSockets of one worker, for pings, limits and graceful stops."""
+
+    def __init__(self, limit: int, ping_interval: float, idle_timeout: float) -> None:
+        self.limit = limit
+        self.ping_interval = ping_interval
+        self.idle_timeout = idle_timeout
+        self._sockets: set[WebSocket] = set()
+        self._reserved = 0
+        self._lock = threading.Lock()
+        self._next_tick = 0.0
+
+    def reserve(self) -> bool:
+        """Claim a place for an upgrade request; False when the worker is full."""
+        with self._lock:
+            if self._reserved >= self.limit:
+                return False
+            self._reserved += 1
+            return True
+
+    def release(self, ws: WebSocket | None) -> None:
+        with self._lock:
+            self._reserved -= 1
+            if ws is not None:
+                self._sockets.discard(ws)
+
+    def opened(self, ws: WebSocket) -> None:
+        with self._lock:
+            self._sockets.add(ws)
+
+    def __len__(self) -> int:
+        return self._reserved
+
+    def tick(self, now: float) -> None:
+        if now < self._next_tick or not (self.ping_interval or self.idle_timeout):
+            return
+        self._next_tick = now + min(1.0, (self.ping_interval or self.idle_timeout) / 4)
+        with self._lock:
+            sockets = list(self._sockets)
+        for ws in sockets:
+            ws.keepalive(now, self.ping_interval, self.idle_timeout)
+
+    def close_all(self, code: int, reason: str) -> int:
+        """Send every open WebSocket a close frame (graceful stop or reload)."""
+        with self._lock:
+            sockets = list(self._sockets)
+        for ws in sockets:
+            ws.close(code, reason)
+        return len(sockets)
