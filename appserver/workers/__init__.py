@@ -14,6 +14,8 @@ from ..config import WORKER_CLASSES
 REGISTRY: dict[str, tuple[str, str, str | None]] = {
     "sync": ("appserver.workers.sync", "SyncWorker", None),
     "gthread": ("appserver.workers.gthread", "ThreadWorker", None),
+    "gevent": ("appserver.workers.gevent_worker", "GeventWorker", "gevent"),
+    "eventlet": ("appserver.workers.eventlet_worker", "EventletWorker", "eventlet"),
 }
 
 
@@ -29,6 +31,8 @@ def load_worker_class(name: str) -> type:
                                f"{', '.join(REGISTRY)}")
     module_name, class_name, extra = REGISTRY[name]
     try:
+        if extra:
+            importlib.import_module(extra)  # the library itself, checked without patching
         module = importlib.import_module(module_name)
     except ImportError as exc:
         if extra:

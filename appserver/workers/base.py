@@ -82,6 +82,7 @@ class Worker:
         """The child's main: never returns."""
         code = EXIT_OK
         try:
+            self.patch()
             self._install_signals()
             if self.app is None:
                 try:
@@ -119,6 +120,10 @@ class Worker:
             sys.stderr.flush()
             logging.shutdown()
         os._exit(code)
+
+    def patch(self) -> None:
+        """Before anything else in the child (the app is not loaded yet): the green worker
+        classes monkey-patch the standard library here."""
 
     def _install_signals(self) -> None:
         for sig in (signal.SIGHUP, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):

@@ -101,6 +101,7 @@ class Connection:
         self.head_deadline = time.monotonic() + state.header_timeout
         self.idle_since = time.monotonic()
         self.closed = False
+        self.waiting_idle = False  # blocked waiting for the next request (green workers)
         self.served = 0
         self._continue_pending = False
         self._body_done = True
@@ -124,8 +125,8 @@ class Connection:
                     return self._close(linger=self.parser.has_pending_event() or has_data(self.sock))
                 self.head_deadline = time.monotonic() + self.state.header_timeout
                 self.idle_since = time.monotonic()
-                if not self.parser.has_pending_event():
-                    return IDLE
+                if self.nonblocking_head and not self.parser.has_pending_event():
+                    return IDLE  # the caller watches the socket; blocking mode reads on here
         except ProtocolError as exc:
             log.info("bad request from %s: %s", self._peer_text(), exc)
             self.send_quietly(error_response(exc.status, exc.detail))
@@ -156,16 +157,28 @@ class Connection:
                 except BlockingIOError:
                     return PARTIAL if parser.in_message or not self.served else IDLE
             else:
-                remaining = self.head_deadline - time.monotonic()
+                # Between two requests (blocking mode: the green workers) wait up to --keep-alive
+                # for the next one to begin; its head then gets --header-timeout.
+                idle = not parser.in_message and self.served > 0
+                deadline = time.monotonic() + self.state.config.keep_alive if idle else self.head_deadline
+                remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    if idle:
+                        return None
                     raise ClientGone("request head not complete within the header timeout")
+                self.waiting_idle = idle
                 self.sock.settimeout(remaining)
                 try:
                     data = self.sock.recv(RECV_SIZE)
                 except TimeoutError:
+                    if idle:
+                        return None  # the keep-alive time is over: a quiet close
                     raise ClientGone("request head not complete within the header timeout") from None
                 finally:
+                    self.waiting_idle = False
                     self.sock.settimeout(self.state.io_timeout)
+                if idle:
+                    self.head_deadline = time.monotonic() + self.state.header_timeout
             if not data:
                 parser.feed_eof()
                 return None
@@ -275,11 +288,24 @@ class Connection:
             return True
         count = size if response.content_length is None else min(size, response.content_length)
         self.send(head)
-        sent = self.sock.sendfile(wrapper.filelike, offset, count)
+        try:
+            sent = self.sock.sendfile(wrapper.filelike, offset, count)
+        except ValueError:  # a green socket (eventlet) is non-blocking underneath: copy instead
+            sent = self._copy_file(wrapper, count)
         response.bytes_sent += sent
         if sent < (response.content_length or 0):
             response.keep_alive = False
         return True
+
+    def _copy_file(self, wrapper: FileWrapper, count: int) -> int:
+        sent = 0
+        while sent < count:
+            data = wrapper.filelike.read(min(wrapper.blksize, count - sent))
+            if not data:
+                break
+            self.sock.sendall(data)
+            sent += len(data)
+        return sent
 
     def send(self, data: bytes) -> None:
         if data:

@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 WORKER_CLASSES = {
     "sync": ["-k", "sync"],
     "gthread": ["-k", "gthread", "--threads", "4"],
+    "gevent": ["-k", "gevent", "--worker-connections", "200"],
+    "eventlet": ["-k", "eventlet", "--worker-connections", "200"],
 }
 TRANSPORTS = ["tcp", "unix"]
 

@@ -1,0 +1,67 @@
+"""The ``eventlet`` worker: eventlet's monkey-patching and a green thread per connection.
+
+Needs ``pip install 'appserver[eventlet]'``.  (eventlet is in maintenance mode upstream; gevent
+is the better choice for new deployments.)
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Any
+
+from ..sockets import Listener
+from .green import GreenWorker
+
+
+class EventletWorker(GreenWorker):
+    def patch(self) -> None:
+        import eventlet
+
+        eventlet.monkey_patch()
+
+    def sleep(self, seconds: float) -> None:
+        import eventlet
+
+        eventlet.sleep(seconds)
+
+    def start_servers(self) -> None:
+        import eventlet
+
+        self.pool = eventlet.GreenPool(self.config.worker_connections)
+        self.accepting = True
+        self.acceptors = []
+        for listener in self.listeners:
+            sock = socket.socket(listener.sock.family, socket.SOCK_STREAM, fileno=listener.sock.fileno())
+            self.acceptors.append((eventlet.spawn(self._accept_loop, sock, listener), sock))
+
+    def _accept_loop(self, sock: socket.socket, listener: Listener) -> None:
+        sock.settimeout(0.5)  # so the loop notices a stop
+        while self.accepting:
+            try:
+                client, peer = sock.accept()
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EINTR):
+                    continue
+                if not self.accepting:
+                    return
+                raise
+            client.setblocking(True)
+            self.pool.spawn_n(self._handle, client, peer, listener)
+
+    def _handle(self, client: socket.socket, peer: Any, listener: Listener) -> None:
+        self.handle(client, peer, listener)
+
+    def stop_servers(self) -> None:
+        self.accepting = False
+        for acceptor, sock in self.acceptors:
+            acceptor.wait()
+            sock.detach()
+
+    def active(self) -> int:
+        return self.pool.running()
+
+    def kill_all(self) -> None:
+        pass  # green threads end with the process
