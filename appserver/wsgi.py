@@ -374,11 +374,30 @@ class Response:
         return b""
 
 
-def iterate_body(result: Iterable[bytes]) -> Iterator[bytes]:
+def write_body(response: Response, result: Iterable[bytes], send: Callable[[bytes], None]) -> None:
+    """Send the app's body through ``response``'s framing.  A list or tuple (the common case)
+    goes out as one write with a computed Content-Length; an iterator chunk by chunk, and the
+    head waits for the first non-empty chunk (PEP 3333)."""
+    if type(result) in (list, tuple) and not response.headers_sent:
+        parts: list[bytes] = list(result)
+        for part in parts:
+            if type(part) is not bytes:  # noqa: E721
+                raise ResponseError(f"the app returned {type(part).__name__}, not bytes")
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        send(response.head(len(body)) + response.frame(body) + response.finish())
+        return
     for data in result:
         if type(data) is not bytes:  # noqa: E721
             raise ResponseError(f"the app yielded {type(data).__name__}, not bytes")
-        yield data
+        if not data:
+            continue
+        if response.headers_sent:
+            send(response.frame(data))
+        else:
+            send(response.head() + response.frame(data))
+    tail = response.finish()
+    if tail:
+        send(tail)
 
 
 def closing(result: Iterable[bytes]) -> None:

@@ -34,7 +34,16 @@ from ..http.response import CONTINUE, ResponseError, error_response
 from ..logs import AccessLog
 from ..websocket.blocking import Registry
 from ..websocket.handshake import is_websocket_request
-from ..wsgi import FileWrapper, InputStream, Response, WSGIApp, WSGIContext, build_environ, closing
+from ..wsgi import (
+    FileWrapper,
+    InputStream,
+    Response,
+    WSGIApp,
+    WSGIContext,
+    build_environ,
+    closing,
+    write_body,
+)
 
 log = logging.getLogger("appserver.worker")
 
@@ -249,28 +258,7 @@ class Connection:
     def write_result(self, response: Response, result: Iterable[bytes]) -> None:
         if isinstance(result, FileWrapper) and self._sendfile(response, result):
             return
-        if type(result) in (list, tuple) and not response.headers_sent:
-            parts: list[bytes] = list(result)
-            for part in parts:
-                if type(part) is not bytes:  # noqa: E721
-                    raise ResponseError(f"the app returned {type(part).__name__}, not bytes")
-            body = parts[0] if len(parts) == 1 else b"".join(parts)
-            data = response.head(len(body)) + response.frame(body) + response.finish()
-            self.send(data)
-            return
-        send = self.send
-        for data in result:
-            if type(data) is not bytes:  # noqa: E721
-                raise ResponseError(f"the app yielded {type(data).__name__}, not bytes")
-            if not data:
-                continue
-            if response.headers_sent:
-                send(response.frame(data))
-            else:
-                send(response.head() + response.frame(data))
-        tail = response.finish()
-        if tail:
-            send(tail)
+        write_body(response, result, self.send)
 
     def _sendfile(self, response: Response, wrapper: FileWrapper) -> bool:
         try:
