@@ -22,15 +22,15 @@ import time
 from collections.abc import Callable
 
 from .handshake import accept_response
+from .keepalive import KeepAlive
 from .session import ABNORMAL, NORMAL, WebSocketSession
 
 GOING_AWAY = 1001
 SERVICE_RESTART = 1012
-PING_TIMEOUT = 1011
 RECV_SIZE = 65536
 
 
-class WebSocket:
+class WebSocket(KeepAlive):
     """A server-side WebSocket over a blocking socket (gevent-websocket/meinheld style API)."""
 
     def __init__(self, sock: socket.socket, key: bytes, offered: list[str], *,
@@ -46,8 +46,7 @@ class WebSocket:
         self._on_open = on_open
         self.accepted = False
         self.last_received = self.last_activity = time.monotonic()
-        self.ping_sent_at: float | None = None
-        self._pongs_seen = 0
+        self._init_keepalive()
 
     # ---- the app's API ----------------------------------------------------------------------
 
@@ -159,27 +158,6 @@ class WebSocket:
                 self._write(self.session.receive_data(data or None))
             if not data:
                 break
-
-    def keepalive(self, now: float, interval: float, idle_timeout: float) -> None:
-        """Called by the worker's main thread: ping, detect dead peers, enforce the idle limit."""
-        if not self.accepted or self.session.finished:
-            return
-        with self._lock:
-            if self.session.pongs != self._pongs_seen:
-                self._pongs_seen = self.session.pongs
-                self.ping_sent_at = None
-            if idle_timeout and now - max(self.last_activity, self.last_received) >= idle_timeout:
-                self._write(self.session.close(NORMAL, "idle timeout"))
-                return
-            if not interval:
-                return
-            if self.ping_sent_at is not None:
-                if now - self.ping_sent_at >= interval:
-                    self._write(self.session.fail(PING_TIMEOUT, "keepalive ping timeout"))
-                    self._drop()
-            elif now - self.last_received >= interval:
-                self.ping_sent_at = now
-                self._write(self.session.ping(b"appserver"))
 
     def _drop(self) -> None:
         """Cut the connection: the app's blocked receive() wakes up and returns None."""

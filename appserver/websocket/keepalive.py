@@ -1,0 +1,55 @@
+"""Keep-alive pings and the idle limit, shared by the WebSocket objects of every worker class.
+
+The worker's main loop (thread or event loop) calls ``keepalive(now, ...)`` on each open
+WebSocket: it sends a ping when the peer has been silent for an interval, fails the connection
+(close 1011) when that ping is not answered within another interval, and closes (1000) one that
+exchanged no message for ``idle_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .session import NORMAL, WebSocketSession
+
+PING_TIMEOUT = 1011
+
+
+class KeepAlive:
+    session: WebSocketSession
+    accepted: bool
+    last_received: float
+    last_activity: float
+    _lock: Any  # a Lock or Condition guarding the session
+
+    def _init_keepalive(self) -> None:
+        self.ping_sent_at: float | None = None
+        self._pongs_seen = 0
+
+    def _write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _drop(self) -> None:
+        """Cut the connection so that a waiting receive() returns None."""
+        raise NotImplementedError
+
+    def keepalive(self, now: float, interval: float, idle_timeout: float) -> None:
+        if not self.accepted or self.session.finished:
+            return
+        with self._lock:
+            if self.session.pongs != self._pongs_seen:
+                self._pongs_seen = self.session.pongs
+                self.ping_sent_at = None
+            if idle_timeout and now - max(self.last_activity, self.last_received) >= idle_timeout:
+                self._write(self.session.close(NORMAL, "idle timeout"))
+                return
+            if not interval:
+                return
+            if self.ping_sent_at is not None:
+                if now - self.ping_sent_at >= interval:
+                    self._write(self.session.fail(PING_TIMEOUT, "keepalive ping timeout"))
+                    self._drop()
+            elif now - self.last_received >= interval:
+                self.ping_sent_at = now
+                self._write(self.session.ping(b"appserver"))
+
