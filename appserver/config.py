@@ -213,7 +213,12 @@ class ServerConfig(BaseModel):
         help="Worker class: " + ", ".join(WORKER_CLASSES) + ".")
     threads: int = setting(
         1, cli=("--threads",), ge=1, le=4096,
-        help="Threads per worker for the gthread class (sync with --threads > 1 means gthread).")
+        help="Threads per worker: the gthread class's threads (sync with --threads > 1 means "
+        "gthread), and the app pool of the asyncio and tornado classes (64 when left at 1).")
+    asyncio_loop: Literal["auto", "asyncio", "uvloop"] = setting(
+        "auto", cli=("--loop",),
+        help="Event loop of the asyncio and tornado classes: uvloop, asyncio, or auto (uvloop "
+        "when installed).")
     worker_connections: int = setting(
         1000, cli=("--worker-connections",), ge=1, le=1_000_000,
         help="Most simultaneous connections one worker holds (gthread and async classes).")

@@ -8,6 +8,7 @@ about what goes into the environ and how the response is framed is decided here.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
@@ -68,6 +69,17 @@ class FileWrapper:
         read = self.filelike.read
         while data := read(self.blksize):
             yield data
+
+    def regular_file_extent(self) -> tuple[int, int] | None:
+        """(offset, bytes left) when the file is a regular file on disk, else None."""
+        try:
+            st = os.fstat(self.filelike.fileno())
+            offset = self.filelike.tell()
+        except (AttributeError, OSError, ValueError):
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return offset, max(0, st.st_size - offset)
 
 
 class InputStream:
@@ -169,7 +181,8 @@ def build_environ(ctx: WSGIContext, head: RequestHead, body: InputStream, *,
     target = head.target
     environ["RAW_URI"] = environ["REQUEST_URI"] = target.decode("latin-1")
     host = head.host
-    if target[:1] != b"/" and b"://" in target[:8]:
+    absolute = target[:1] != b"/" and b"://" in target[:8]
+    if absolute:
         # absolute-form: its authority replaces Host (RFC 9112 §3.2.2)
         rest = target.split(b"://", 1)[1]
         slash = rest.find(b"/")
@@ -202,6 +215,8 @@ def build_environ(ctx: WSGIContext, head: RequestHead, body: InputStream, *,
             forwarded_for = text
         elif key == "HTTP_X_FORWARDED_PROTO":
             forwarded_proto = text
+    if absolute and host:  # the server MUST ignore the received Host (RFC 9112 §3.2.2)
+        environ["HTTP_HOST"] = host.decode("latin-1")
 
     peer_ip, peer_port = (peer[0], str(peer[1])) if peer else ("", "0")
     scheme = "http"
@@ -302,9 +317,14 @@ class Response:
                     keep_alive = False
                 continue
             if lname == "content-length":
-                if not value.strip().isdigit():
+                digits = value.strip()
+                if not (digits.isascii() and digits.isdigit()):
                     raise ResponseError(f"invalid Content-Length {value!r}")
-                content_length = int(value)
+                if content_length is not None and int(digits) != content_length:
+                    raise ResponseError(f"conflicting Content-Length values {content_length}, {digits}")
+                if content_length is not None or code < 200 or code == 204:
+                    continue  # a repeat, or a status that must not have one (RFC 9110 §8.6)
+                content_length = int(digits)
             kept.append((name, value))
         self.status, self.status_code, self.headers = status, code, kept
         self.content_length = content_length

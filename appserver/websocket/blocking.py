@@ -202,7 +202,7 @@ class Registry:
         self.limit = limit
         self.ping_interval = ping_interval
         self.idle_timeout = idle_timeout
-        self._sockets: set[WebSocket] = set()
+        self._sockets: set[KeepAlive] = set()
         self._reserved = 0
         self._lock = threading.Lock()
         self._next_tick = 0.0
@@ -215,13 +215,13 @@ class Registry:
             self._reserved += 1
             return True
 
-    def release(self, ws: WebSocket | None) -> None:
+    def release(self, ws: KeepAlive | None) -> None:
         with self._lock:
             self._reserved -= 1
             if ws is not None:
                 self._sockets.discard(ws)
 
-    def opened(self, ws: WebSocket) -> None:
+    def opened(self, ws: KeepAlive) -> None:
         with self._lock:
             self._sockets.add(ws)
 

@@ -26,6 +26,9 @@ class KeepAlive:
         self.ping_sent_at: float | None = None
         self._pongs_seen = 0
 
+    def close(self, code: int = NORMAL, reason: str = "") -> None:
+        raise NotImplementedError
+
     def _write(self, data: bytes) -> None:
         raise NotImplementedError
 

@@ -16,6 +16,7 @@ REGISTRY: dict[str, tuple[str, str, str | None]] = {
     "gthread": ("appserver.workers.gthread", "ThreadWorker", None),
     "gevent": ("appserver.workers.gevent_worker", "GeventWorker", "gevent"),
     "eventlet": ("appserver.workers.eventlet_worker", "EventletWorker", "eventlet"),
+    "asyncio": ("appserver.workers.aio", "AsyncioWorker", None),
 }
 
 

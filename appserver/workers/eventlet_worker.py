@@ -61,7 +61,7 @@ class EventletWorker(GreenWorker):
             sock.detach()
 
     def active(self) -> int:
-        return self.pool.running()
+        return int(self.pool.running())
 
     def kill_all(self) -> None:
         pass  # green threads end with the process

@@ -20,9 +20,7 @@ traceback in the error log; the worker itself never dies of either.
 from __future__ import annotations
 
 import logging
-import os
 import socket
-import stat
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -261,15 +259,10 @@ class Connection:
         write_body(response, result, self.send)
 
     def _sendfile(self, response: Response, wrapper: FileWrapper) -> bool:
-        try:
-            fd = wrapper.filelike.fileno()
-            st = os.fstat(fd)
-            offset = wrapper.filelike.tell()
-        except (AttributeError, OSError, ValueError):
+        extent = wrapper.regular_file_extent()
+        if extent is None:
             return False
-        if not stat.S_ISREG(st.st_mode):
-            return False
-        size = max(0, st.st_size - offset)
+        offset, size = extent
         head = response.head(size)
         if not response.body_allowed:
             self.send(head)

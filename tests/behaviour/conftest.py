@@ -22,6 +22,7 @@ WORKER_CLASSES = {
     "gthread": ["-k", "gthread", "--threads", "4"],
     "gevent": ["-k", "gevent", "--worker-connections", "200"],
     "eventlet": ["-k", "eventlet", "--worker-connections", "200"],
+    "asyncio": ["-k", "asyncio", "--threads", "8"],
 }
 TRANSPORTS = ["tcp", "unix"]
 

@@ -1,0 +1,131 @@
+"""``environ['wsgi.websocket']`` for event-loop workers (asyncio, tornado).
+
+Design notes
+------------
+The event loop owns the socket: it feeds received bytes to the session (``feed``) and writes what
+the session produces.  The app runs in a pool thread and waits on a condition variable for
+messages; its ``send()`` hands bytes to the loop with ``call_soon_threadsafe``.  The condition's
+lock guards the session, which both threads use.  Writes respect the transport's flow control:
+a sender waits while the loop reports the transport paused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+
+from .handshake import accept_response
+from .keepalive import KeepAlive
+from .session import ABNORMAL, NORMAL, WebSocketSession
+
+
+class LoopWebSocket(KeepAlive):
+    def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, key: bytes,
+                 offered: list[str], *, max_message_size: int, can_write: threading.Event,
+                 on_open: Callable[[LoopWebSocket], None]) -> None:
+        self.loop = loop
+        self.transport = transport
+        self._key = key
+        self.subprotocols = offered
+        self.subprotocol: str | None = None
+        self.session = WebSocketSession(max_message_size)
+        self._lock = threading.Condition()
+        self._can_write = can_write
+        self._on_open = on_open
+        self.accepted = False
+        self.last_received = self.last_activity = time.monotonic()
+        self._init_keepalive()
+
+    # ---- the app's API (any thread) ---------------------------------------------------------
+
+    def accept(self, subprotocol: str | None = None,
+               headers: list[tuple[str, str]] | None = None) -> None:
+        with self._lock:
+            if self.accepted:
+                return
+            if subprotocol is not None and subprotocol not in self.subprotocols:
+                raise ValueError(f"subprotocol {subprotocol!r} was not offered: {self.subprotocols}")
+            self.subprotocol = subprotocol
+            self.accepted = True
+            response = accept_response(self._key, subprotocol, headers)
+        self.loop.call_soon_threadsafe(self._opened, response)
+
+    def _opened(self, response: bytes) -> None:  # in the loop
+        self.transport.write(response)
+        self._on_open(self)
+
+    def receive(self, timeout: float | None = None) -> str | bytes | None:
+        self.accept()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while True:
+                if self.session.messages:
+                    self.last_activity = time.monotonic()
+                    return self.session.messages.popleft()
+                if self.session.finished:
+                    return None
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    return None
+                self._lock.wait(wait)
+
+    def send(self, data: str | bytes) -> None:
+        self.accept()
+        self._can_write.wait(30.0)  # the loop clears it while the transport's buffer is full
+        with self._lock:
+            self._write(self.session.send_message(data))
+            self.last_activity = time.monotonic()
+
+    def close(self, code: int = NORMAL, reason: str = "") -> None:
+        if not self.accepted:
+            return
+        with self._lock:
+            self._write(self.session.close(code, reason))
+
+    @property
+    def closed(self) -> bool:
+        return self.session.finished
+
+    @property
+    def close_code(self) -> int | None:
+        return self.session.close_code
+
+    def finish(self, linger: float = 1.0) -> None:
+        """After the app returned (in its thread): close, and wait briefly for the peer's reply."""
+        if not self.accepted:
+            return
+        self.close(NORMAL)
+        deadline = time.monotonic() + linger
+        with self._lock:
+            while not self.session.closed and time.monotonic() < deadline:
+                self._lock.wait(deadline - time.monotonic())
+
+    # ---- the loop's side ----------------------------------------------------------------------
+
+    def feed(self, data: bytes | None) -> None:
+        with self._lock:
+            self.last_received = time.monotonic()
+            out = self.session.receive_data(data)
+            if out:
+                self.transport.write(out)
+            self._lock.notify_all()
+        if self.session.closed or (data is None):
+            self.transport.close()
+
+    def _write(self, data: bytes) -> None:
+        if data:
+            if self.loop.is_closed():
+                return
+            self.loop.call_soon_threadsafe(self._write_in_loop, data)
+
+    def _write_in_loop(self, data: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _drop(self) -> None:
+        if self.session.close_code is None:
+            self.session.close_code = ABNORMAL
+        self.loop.call_soon_threadsafe(self.transport.abort)
+        self._lock.notify_all()

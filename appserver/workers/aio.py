@@ -1,0 +1,128 @@
+"""The ``asyncio`` worker: an event loop does all socket I/O; the WSGI app runs in a bounded pool.
+
+Design notes
+------------
+* One :class:`HTTPProtocol` per connection parses with the same sans-I/O parser as every other
+  class; an idle keep-alive connection or a WebSocket waiting for a message is just a protocol
+  object in the loop -- no thread, no greenlet.  uvloop is used when installed (``--loop``).
+* A request is handed to the pool (``--threads``; 64 when left at 1) as a
+  :class:`~appserver.workers.aio_request.RequestCycle`; the loop keeps feeding its body and, once
+  the call returns, writes what is left and parses the next request (pipelining in order).
+* WebSocket handlers of the native API run in a separate pool sized by
+  ``--websocket-max-connections``, so long-lived sockets never starve ordinary requests.  A
+  library that takes ``gunicorn.socket`` gets a blocking duplicate of the descriptor while the
+  loop stops reading it.
+* Heartbeat: a ticker task beats every quarter second; a loop blocked by the app would stop it,
+  and the master's timeout kill is then right.  If every pool thread has been in one request for
+  longer than ``--timeout``, the ticker stops beating too (see gthread).
+* Graceful stop: the servers stop accepting, WebSocket clients get 1001/1012, idle connections
+  close, requests in flight finish within ``--graceful-timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from .aio_protocol import HTTPProtocol
+from .base import Worker, log
+
+T = TypeVar("T")
+DEFAULT_POOL = 64
+
+
+class AsyncioWorker(Worker):
+    multithread = True
+    holds_connections = True
+
+    def serve(self) -> None:
+        self.loop = self._new_loop()
+        asyncio.set_event_loop(self.loop)
+        threads = self.config.threads if self.config.threads > 1 else DEFAULT_POOL
+        self.pool_size = threads
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="appserver-app")
+        self.ws_executor = ThreadPoolExecutor(self.config.websocket_max_connections,
+                                              thread_name_prefix="appserver-ws")
+        self.connections: set[HTTPProtocol] = set()
+        self._started: dict[int, float] = {}
+        try:
+            self.loop.run_until_complete(self._main())
+        finally:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.ws_executor.shutdown(wait=False, cancel_futures=True)
+            self.loop.close()
+
+    def _new_loop(self) -> asyncio.AbstractEventLoop:
+        choice = self.config.asyncio_loop
+        if choice in ("auto", "uvloop"):
+            try:
+                import uvloop
+            except ImportError:
+                if choice == "uvloop":
+                    raise
+            else:
+                loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+                return loop
+        return asyncio.new_event_loop()
+
+    async def _main(self) -> None:
+        servers = []
+        for listener in self.listeners:
+            listener.sock.setblocking(False)
+            server = await self.loop.create_server(
+                functools.partial(HTTPProtocol, self, listener),
+                sock=listener.sock, backlog=self.config.backlog)
+            servers.append(server)
+        registry = self.state.websockets
+        while self.alive:
+            self.tick()
+            if registry is not None:
+                registry.tick(time.monotonic())
+            await asyncio.sleep(0.25)
+        await self._graceful_stop(servers)
+
+    def tick(self) -> None:
+        super().tick()
+        started = list(self._started.values())
+        timeout = self.config.timeout
+        if timeout and len(started) >= self.pool_size and time.monotonic() - max(started) > timeout:
+            self.heartbeat.beat_at(max(started))  # every app thread is stuck: look silent
+
+    def run_in_pool(self, func: Callable[[], T], *, long_lived: bool = False) -> asyncio.Future[T]:
+        """Run ``func`` in the app pool (or the WebSocket pool), tracking stuck threads."""
+        if long_lived:
+            return self.loop.run_in_executor(self.ws_executor, func)
+
+        def tracked() -> T:
+            ident = threading.get_ident()
+            self._started[ident] = time.monotonic()
+            try:
+                return func()
+            finally:
+                self._started.pop(ident, None)
+
+        return self.loop.run_in_executor(self.executor, tracked)
+
+    async def _graceful_stop(self, servers: list[Any]) -> None:
+        self.state.stopping = True
+        for server in servers:
+            server.close()
+        self.close_websockets()
+        deadline = time.monotonic() + self.config.graceful_timeout
+        while self.connections and time.monotonic() < deadline:
+            self.heartbeat.beat()
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if conn.idle and now - conn.idle_since >= 0.5:
+                    conn.close()
+            await asyncio.sleep(0.05)
+        if self.connections:
+            log.warning("worker %d: %d connections still busy after the graceful timeout (%ds)",
+                        self.pid, len(self.connections), self.config.graceful_timeout)
+            for conn in list(self.connections):
+                conn.abort()

@@ -1,0 +1,351 @@
+"""The asyncio worker's connection: parse in the loop, run each request in the pool.
+
+Design notes
+------------
+Every method here runs in the event loop's thread, except the ``*_threadsafe`` ones, which the
+pool threads call.  A connection is in one of these states: waiting for a request head (timer:
+``--header-timeout`` for the first request or a partial head, ``--keep-alive`` between requests);
+running a request (``cycle`` set; body pieces flow to it); a WebSocket (``ws`` set; the session is
+fed from ``data_received``); handed over to a library (``hijacked``: the loop reads nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..http.events import END_OF_MESSAGE, NEED_DATA, Body, ProtocolError, RequestHead
+from ..http.parser import RequestParser
+from ..http.response import error_response
+from ..sockets import Listener
+from ..websocket.blocking import PrefixedSocket
+from ..websocket.bridge import LoopWebSocket
+from ..websocket.handshake import HandshakeError, check_upgrade, is_websocket_request
+from ..wsgi import ALREADY_HANDLED, InputStream, Response, build_environ, closing, write_body
+from .aio_request import ClientGone, RequestCycle
+from .wspump import already_handled
+
+if TYPE_CHECKING:
+    from .aio import AsyncioWorker
+
+log = logging.getLogger("appserver.worker")
+
+
+class HTTPProtocol(asyncio.Protocol):
+    def __init__(self, worker: AsyncioWorker, listener: Listener) -> None:
+        self.worker = worker
+        self.loop = worker.loop
+        self.is_unix = listener.is_unix
+        self.local = listener.local if isinstance(listener.local, tuple) else None
+        self.parser = RequestParser(**worker.state.parser_limits)
+        self.transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] | None = None
+        self.cycle: RequestCycle | None = None
+        self.body_complete = True
+        self.ws: LoopWebSocket | None = None
+        self.upgrading = False
+        self.hijacked = False
+        self.closed = False
+        self.served = 0
+        self.idle_since = time.monotonic()
+        self.can_write = threading.Event()
+        self.can_write.set()
+        self.reading_paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._head_started = False
+
+    # ---- asyncio callbacks --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # (uvloop's is not a subclass)
+        peer = transport.get_extra_info("peername")
+        self.peer = (peer[0], peer[1]) if isinstance(peer, tuple) else None
+        self.worker.connections.add(self)
+        self._arm(self.worker.config.header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.ws is not None:
+            self.ws.feed(data)
+            return
+        if self.hijacked or self.closed:
+            return
+        try:
+            self.parser.feed(data)
+        except ProtocolError as exc:
+            self._reject(exc)
+            return
+        if self.cycle is not None:
+            self._feed_body()
+        elif not self.upgrading:
+            self._next_request()
+
+    def eof_received(self) -> bool | None:
+        if self.cycle is not None:
+            self.cycle.body.finish(ClientGone("the client closed its side"))
+        return None  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.can_write.set()  # wake a writer: it will find the connection gone
+        self.worker.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.cycle is not None:
+            self.cycle.body.finish(ClientGone("connection lost"))
+        if self.ws is not None:
+            self.ws.feed(None)
+
+    def pause_writing(self) -> None:
+        self.can_write.clear()
+
+    def resume_writing(self) -> None:
+        self.can_write.set()
+
+    # ---- requests -----------------------------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        return self.cycle is None and self.ws is None and not self.upgrading and not self.hijacked \
+            and not self.parser.in_message
+
+    def _next_request(self) -> None:
+        state = self.worker.state
+        try:
+            event = self.parser.next_event()
+        except ProtocolError as exc:
+            self._reject(exc)
+            return
+        if event is NEED_DATA:
+            if self.parser.upgraded:
+                self.parser.decline_upgrade()
+                self._next_request()
+            elif self.parser.in_message and not self._head_started:
+                self._head_started = True
+                self._arm(self.worker.config.header_timeout)
+            return
+        assert isinstance(event, RequestHead)
+        self._cancel_timer()
+        self._head_started = False
+        if event.upgrade is not None and is_websocket_request(event):
+            self._start_websocket(event)
+            return
+        more = state.count_request()
+        keep_alive = event.keep_alive and state.keep_alive and more
+        self.cycle = RequestCycle(self, event, keep_alive)
+        self.body_complete = False
+        self._feed_body()
+        self.worker.run_in_pool(self.cycle.run).add_done_callback(self._request_done)
+
+    def _feed_body(self) -> None:
+        cycle = self.cycle
+        assert cycle is not None
+        while not self.body_complete:
+            try:
+                event = self.parser.next_event()
+            except ProtocolError as exc:
+                cycle.body.finish(exc)
+                self.body_complete = True
+                return
+            if event is NEED_DATA:
+                return
+            if type(event) is Body:
+                if not cycle.body.put(event.data):
+                    self._pause_reading()
+            elif event is END_OF_MESSAGE:
+                cycle.body.finish()
+                self.body_complete = True
+
+    def _request_done(self, future: asyncio.Future[tuple[bool, bytes]]) -> None:
+        self.cycle = None
+        self.served += 1
+        self.idle_since = time.monotonic()
+        try:
+            keep_alive, out = future.result()
+        except Exception:  # RequestCycle.run catches what it expects
+            log.exception("unexpected error in a request")
+            keep_alive, out = False, b""
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        if out:
+            transport.write(out)
+        if not self.body_complete:
+            keep_alive = False  # the rest of the body is still coming: nothing to parse after it
+        if not keep_alive or self.worker.state.stopping:
+            transport.close()
+            return
+        self._resume_reading()
+        self._arm(self.worker.config.keep_alive)
+        self._next_request()
+
+    def _reject(self, exc: ProtocolError) -> None:
+        log.info("bad request from %s: %s", self.peer_text(), exc)
+        if self.transport is not None and not self.closed:
+            self.transport.write(error_response(exc.status, exc.detail))
+            self.transport.close()
+
+    # ---- WebSockets ---------------------------------------------------------------------------
+
+    def _start_websocket(self, head: RequestHead) -> None:
+        state = self.worker.state
+        registry = state.websockets
+        assert registry is not None and self.transport is not None
+        try:
+            key, offered = check_upgrade(head)
+        except HandshakeError as exc:
+            self.transport.write(error_response(exc.status, exc.detail, extra_headers=exc.headers))
+            self.transport.close()
+            return
+        if not registry.reserve():
+            log.warning("WebSocket upgrade refused: %d WebSockets open in this worker "
+                        "(--websocket-max-connections)", registry.limit)
+            self.transport.write(error_response(503, "too many WebSockets open; try again later"))
+            self.transport.close()
+            return
+        state.count_request()
+        self.upgrading = True
+        event = self.parser.next_event()
+        assert event is END_OF_MESSAGE, event
+        trailing, self.parser.trailing = self.parser.trailing, b""
+        self._pause_reading()  # until the app chooses: native accept() resumes, a library reads itself
+        ws = LoopWebSocket(self.loop, self.transport, key, offered,
+                           max_message_size=state.config.websocket_max_message_size,
+                           can_write=self.can_write,
+                           on_open=lambda ws: self._ws_opened(ws, trailing))
+        raw = self.transport.get_extra_info("socket")
+        dup = socket.socket(fileno=os.dup(raw.fileno()))
+        dup.setblocking(True)
+        environ = build_environ(state.wsgi, head, InputStream(lambda: b""), peer=self.peer,
+                                local=self.local, is_unix=self.is_unix)
+        environ["wsgi.websocket"] = ws
+        environ["gunicorn.socket"] = PrefixedSocket(dup, trailing) if trailing else dup
+        future = self.worker.run_in_pool(lambda: self._run_ws_app(environ, ws, head, dup),
+                                         long_lived=True)
+        future.add_done_callback(lambda f: self._ws_done(f, ws))
+
+    def _ws_opened(self, ws: LoopWebSocket, trailing: bytes) -> None:
+        self.ws = ws
+        assert self.worker.state.websockets is not None
+        self.worker.state.websockets.opened(ws)
+        self._resume_reading()
+        if trailing:
+            ws.feed(trailing)
+
+    def _run_ws_app(self, environ: dict[str, Any], ws: LoopWebSocket, head: RequestHead,
+                    dup: socket.socket) -> tuple[str, bytes]:
+        """In a pool thread: the app's call; returns what happened and bytes to write."""
+        state = self.worker.state
+        out: list[bytes] = []
+        response = Response(out.append, head.method, head.version, keep_alive=False)
+        started = time.monotonic()
+        status = "101 Switching Protocols"
+        outcome = "websocket"
+        try:
+            result: Any
+            try:
+                result = state.app(environ, response.start_response)
+            except StopIteration:
+                result = ALREADY_HANDLED
+            if ws.accepted:
+                closing(result)
+                ws.finish()
+            elif already_handled(result):
+                outcome = "hijacked"
+            else:
+                outcome = "http"
+                try:
+                    write_body(response, result, out.append)
+                finally:
+                    closing(result)
+                status = response.status or "-"
+        except Exception as exc:
+            log.error("app error in WebSocket request %s", head.target.decode("latin-1", "replace"),
+                      exc_info=exc)
+            if ws.accepted:
+                ws.close(1011, "internal error")
+                ws.finish()
+            elif not response.headers_sent:
+                outcome, out = "http", [error_response(500)]
+                status = "500 Internal Server Error"
+        finally:
+            dup.close()  # our duplicate; a library that took it over has finished with it
+        state.access_log.log(environ, status, response.headers, response.bytes_sent,
+                             time.monotonic() - started)
+        return outcome, b"".join(out)
+
+    def _ws_done(self, future: asyncio.Future[tuple[str, bytes]], ws: LoopWebSocket) -> None:
+        registry = self.worker.state.websockets
+        assert registry is not None
+        registry.release(ws if ws.accepted else None)
+        self.upgrading = False
+        try:
+            outcome, out = future.result()
+        except Exception:
+            log.exception("unexpected error in a WebSocket request")
+            outcome, out = "http", b""
+        if self.transport is None or self.closed:
+            return
+        if out:
+            self.transport.write(out)
+        if outcome == "hijacked":
+            self.transport.abort()  # the library has closed the connection its own way
+        else:
+            self.transport.close()
+
+    # ---- flow control and timers ----------------------------------------------------------------
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def resume_reading_threadsafe(self) -> None:
+        if self.reading_paused:
+            self.loop.call_soon_threadsafe(self._resume_reading)
+
+    def write_threadsafe(self, data: bytes) -> None:
+        if not self.can_write.wait(self.worker.config.header_timeout) or self.closed:
+            raise ClientGone("the client stopped reading")
+        self.loop.call_soon_threadsafe(self._write, data)
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def _arm(self, seconds: float) -> None:
+        self._cancel_timer()
+        if seconds > 0:
+            self._timer = self.loop.call_later(seconds, self._timed_out)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self.cycle is None and self.ws is None and not self.upgrading and not self.hijacked:
+            self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    def peer_text(self) -> str:
+        if self.peer:
+            return f"{self.peer[0]}:{self.peer[1]}"
+        return "unix socket peer" if self.is_unix else "unknown peer"
