@@ -195,6 +195,10 @@ class HTTPProtocol(asyncio.Protocol):
         state = self.worker.state
         registry = state.websockets
         assert registry is not None and self.transport is not None
+        if state.stopping:
+            self.transport.write(error_response(503, "this worker is restarting; try again"))
+            self.transport.close()
+            return
         try:
             key, offered = check_upgrade(head)
         except HandshakeError as exc:

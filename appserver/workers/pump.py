@@ -20,6 +20,8 @@ traceback in the error log; the worker itself never dies of either.
 from __future__ import annotations
 
 import logging
+import os
+import select
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -51,9 +53,11 @@ DRAIN_LIMIT = 256 * 1024  # unread body we are willing to discard to keep a conn
 
 
 def has_data(sock: socket.socket) -> bool:
+    """Bytes (or EOF) wait unread.  Not ``recv(MSG_PEEK | MSG_DONTWAIT)``: on a socket with a
+    timeout CPython polls *before* the call, so that would wait for the whole timeout."""
     try:
-        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-    except OSError:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
         return False
 
 
@@ -160,7 +164,10 @@ class Connection:
                 self.head_deadline = time.monotonic() + self.state.header_timeout
             if self.nonblocking_head:
                 try:
-                    data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+                    # os.read, not sock.recv: with a timeout set, CPython would poll for up to
+                    # the timeout before reading, holding this thread on an idle connection.
+                    # (A socket with a timeout is non-blocking underneath, so this never waits.)
+                    data = os.read(self.sock.fileno(), RECV_SIZE)
                 except BlockingIOError:
                     return PARTIAL if parser.in_message or not self.served else IDLE
             else:
