@@ -184,18 +184,20 @@ def build_environ(ctx: WSGIContext, head: RequestHead, body: InputStream, *,
     absolute = target[:1] != b"/" and b"://" in target[:8]
     if absolute:
         # absolute-form: its authority replaces Host (RFC 9112 §3.2.2)
-        rest = target.split(b"://", 1)[1]
+        rest = target.split(b"://", 1)[1].partition(b"#")[0]
         slash = rest.find(b"/")
         question = rest.find(b"?")
         cut = min(i for i in (slash, question, len(rest)) if i >= 0)
         host, target = rest[:cut], rest[cut:] or b"/"
         if target[:1] == b"?":
             target = b"/" + target
+    target = target.partition(b"#")[0]  # a fragment is not part of a request (RFC 9112 §3.2)
     path, _, query = target.partition(b"?")
-    path = path.partition(b"#")[0]
     path_info = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
-    if ctx.script_name and path_info.startswith(ctx.script_name):
-        path_info = path_info[len(ctx.script_name):]
+    script_name = ctx.script_name
+    if script_name and path_info.startswith(script_name) \
+            and path_info[len(script_name):len(script_name) + 1] in ("", "/"):
+        path_info = path_info[len(script_name):]
     environ["REQUEST_METHOD"] = head.method
     environ["PATH_INFO"] = path_info
     environ["QUERY_STRING"] = query.decode("latin-1")
@@ -404,7 +406,16 @@ def write_body(response: Response, result: Iterable[bytes], send: Callable[[byte
             if type(part) is not bytes:  # noqa: E721
                 raise ResponseError(f"the app returned {type(part).__name__}, not bytes")
         body = parts[0] if len(parts) == 1 else b"".join(parts)
-        send(response.head(len(body)) + response.frame(body) + response.finish())
+        head = response.head(len(body))
+        framed = response.frame(body)
+        if len(framed) > 65536:
+            send(head)  # a large body is not copied just to prepend the head
+            send(framed)
+            tail = response.finish()
+            if tail:
+                send(tail)
+        else:
+            send(head + framed + response.finish())
         return
     for data in result:
         if type(data) is not bytes:  # noqa: E721
