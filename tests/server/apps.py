@@ -1,0 +1,57 @@
+"""WSGI apps for the master tests (imported by the server under test, by module name ``apps``).
+
+``hello`` answers every path with ``pid=<worker pid>`` (so tests can tell which worker served), and
+has a few paths that misbehave on purpose:
+
+* ``/slow?t=SECONDS&mark=PATH``: touch PATH (so the test knows the request is inside the app),
+  then sleep.
+* ``/hang``: sleep forever (the master's timeout must kill the worker).
+* ``/alloc?mib=N``: keep N MiB more for the life of the process (memory recycling), up to a cap.
+* POST: read the whole body and answer with its length too.
+
+Apps whose code changes between reloads (or fails to import) are written by the tests themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from urllib.parse import parse_qs
+
+StartResponse = Callable[..., object]
+
+_KEPT: list[bytearray] = []
+ALLOC_CAP_MIB = 160  # never keep more than this per process, whatever the test asks
+
+
+def _query(environ: dict[str, object]) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(str(environ.get("QUERY_STRING", ""))).items()}
+
+
+def hello(environ: dict[str, object], start_response: StartResponse) -> Iterable[bytes]:
+    path = environ["PATH_INFO"]
+    query = _query(environ)
+    extra = ""
+    if environ["REQUEST_METHOD"] == "POST":
+        body = environ["wsgi.input"].read()  # type: ignore[attr-defined]
+        extra = f" body={len(body)}"
+    elif path == "/slow":
+        mark = query.get("mark")
+        if mark:
+            with open(mark, "w"):
+                pass
+        time.sleep(float(query.get("t", "1")))
+    elif path == "/hang":
+        while True:
+            time.sleep(3600)
+    elif path == "/alloc":
+        mib = int(query.get("mib", "4"))
+        if len(_KEPT) < ALLOC_CAP_MIB:
+            for _ in range(mib):
+                chunk = bytearray(1 << 20)
+                chunk[::4096] = b"x" * (1 << 8)  # touch every page so it counts as resident
+                _KEPT.append(chunk)
+    body = f"pid={os.getpid()}{extra}\n".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
