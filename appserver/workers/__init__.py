@@ -17,6 +17,7 @@ REGISTRY: dict[str, tuple[str, str, str | None]] = {
     "gevent": ("appserver.workers.gevent_worker", "GeventWorker", "gevent"),
     "eventlet": ("appserver.workers.eventlet_worker", "EventletWorker", "eventlet"),
     "asyncio": ("appserver.workers.aio", "AsyncioWorker", None),
+    "tornado": ("appserver.workers.tornado_worker", "TornadoWorker", "tornado"),
 }
 
 

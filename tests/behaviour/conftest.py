@@ -23,6 +23,7 @@ WORKER_CLASSES = {
     "gevent": ["-k", "gevent", "--worker-connections", "200"],
     "eventlet": ["-k", "eventlet", "--worker-connections", "200"],
     "asyncio": ["-k", "asyncio", "--threads", "8"],
+    "tornado": ["-k", "tornado", "--threads", "8"],
 }
 TRANSPORTS = ["tcp", "unix"]
 

@@ -91,3 +91,35 @@ def test_json_access_log(tmp_path: Path) -> None:
         assert entry["bytes"] == len(b"plain - v1") and entry["duration_ms"] >= 0
     finally:
         assert process.stop() == 0
+
+
+TORNADO_APP = """
+import tornado.web
+
+class Main(tornado.web.RequestHandler):
+    def get(self):
+        self.write("tornado " + self.request.remote_ip + " " + self.request.protocol)
+
+application = tornado.web.Application([(r"/", Main)])
+"""
+
+
+def test_tornado_application(tmp_path: Path) -> None:
+    (tmp_path / "tornadoapp.py").write_text(TORNADO_APP)
+    log = tmp_path / "access.log"
+    address = f"unix:{tmp_path / 'app.sock'}"
+    process = AppServerProcess(["-k", "tornado", "-b", address, "--chdir", str(tmp_path),
+                                "--access-logfile", str(log), "tornadoapp:application"],
+                               log_path=tmp_path / "error.log")
+    process.start(wait_for=[address], workers=1)
+    try:
+        response = exchange(address, b"GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.9\r\n"
+                            b"X-Forwarded-Proto: https\r\n\r\n")
+        # A unix-socket peer is nginx: its forwarded headers are believed.
+        assert response.status == 200 and response.body == b"tornado 203.0.113.9 https"
+        deadline = time.monotonic() + 5
+        while "GET / HTTP/1.1" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline, "no access log line"
+            time.sleep(0.05)
+    finally:
+        assert process.stop() == 0

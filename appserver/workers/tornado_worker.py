@@ -1,0 +1,88 @@
+"""The ``tornado`` worker: Tornado's IOLoop, for WSGI apps and for ``tornado.web.Application``.
+
+Since Tornado 5 the IOLoop *is* the asyncio loop, so a WSGI app is served exactly as by the
+asyncio worker (the same parser, pool and WebSocket bridge), with ``IOLoop.current()`` available
+to code that wants it.  A ``tornado.web.Application`` given as the app is served by Tornado's own
+HTTPServer on the inherited sockets, with the server's limits, keep-alive, heartbeat, access log
+and graceful stop.  Needs ``pip install 'appserver[tornado]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from .aio import AsyncioWorker
+from .base import log
+
+
+class TornadoWorker(AsyncioWorker):
+    def serve(self) -> None:
+        import tornado.web
+
+        if isinstance(self.app, tornado.web.Application):
+            self._serve_tornado_app(self.app)
+        else:
+            super().serve()
+
+    def _new_loop(self) -> asyncio.AbstractEventLoop:
+        loop = super()._new_loop()
+        asyncio.set_event_loop(loop)
+        from tornado.ioloop import IOLoop
+
+        IOLoop.current()  # Tornado's IOLoop over this asyncio loop
+        return loop
+
+    def _serve_tornado_app(self, app: Any) -> None:
+        from tornado.httpserver import HTTPServer
+
+        config = self.config
+        self.loop = self._new_loop()
+        self._started: dict[int, float] = {}
+        self.pool_size = 1
+        app.settings["log_function"] = self._log_request
+        # Tornado believes X-Forwarded-For/-Proto from any peer once xheaders is on: only when
+        # every peer is trusted (unix sockets behind nginx, or --forwarded-allow-ips '*').
+        trusted = "*" in config.forwarded_allow_ips or all(lst.is_unix for lst in self.listeners)
+        server = HTTPServer(
+            app, xheaders=trusted, idle_connection_timeout=config.keep_alive or None,
+            no_keep_alive=config.keep_alive == 0, max_header_size=config.max_field_size *
+            min(config.max_fields, 64), max_body_size=config.limit_request_body or None,
+            body_timeout=config.header_timeout)
+        for listener in self.listeners:
+            listener.sock.setblocking(False)
+        server.add_sockets([listener.sock for listener in self.listeners])
+        try:
+            self.loop.run_until_complete(self._tornado_main(server))
+        finally:
+            self.loop.close()
+
+    async def _tornado_main(self, server: Any) -> None:
+        while self.alive:
+            self.tick()
+            await asyncio.sleep(0.25)
+        self.state.stopping = True
+        server.stop()  # stop accepting
+        deadline = time.monotonic() + self.config.graceful_timeout
+        try:
+            await asyncio.wait_for(server.close_all_connections(),
+                                   max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            log.warning("worker %d: connections still open after the graceful timeout (%ds)",
+                        self.pid, self.config.graceful_timeout)
+
+    def _log_request(self, handler: Any) -> None:
+        request = handler.request
+        environ = {
+            "REMOTE_ADDR": request.remote_ip, "REQUEST_METHOD": request.method,
+            "RAW_URI": request.uri, "PATH_INFO": request.path, "QUERY_STRING": request.query,
+            "SERVER_PROTOCOL": request.version,
+            "HTTP_USER_AGENT": request.headers.get("User-Agent", "-"),
+            "HTTP_REFERER": request.headers.get("Referer", "-"),
+        }
+        status = f"{handler.get_status()} {handler._reason}"
+        length = int(handler._headers.get("Content-Length", 0) or 0)
+        self.state.count_request()
+        self.state.access_log.log(environ, status, list(handler._headers.get_all()), length,
+                                  request.request_time())
