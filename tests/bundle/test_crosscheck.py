@@ -11,10 +11,17 @@ from typing import Any
 import pytest
 
 from appserver.bundle import plan as P
-from appserver.bundle.crosscheck import check_files, cross_check, socket_writable
+from appserver.bundle.crosscheck import (
+    check_files,
+    cross_check,
+    cross_check_warnings,
+    socket_writable,
+)
 from appserver.bundle.loading import Loaded
 from appserver.bundle.render import render_docker
 from appserver.bundle.settings import SettingsError
+
+from .test_render import run_command
 
 Project = Callable[..., Loaded]
 
@@ -47,6 +54,7 @@ def test_derived_values_agree_by_construction(project: Project) -> None:
         data["nginx"]["header_buffer_size"] = "32k"
         data["nginx"]["client_max_body_size"] = "100m"
         data["nginx"]["upstream_keepalive_timeout"] = 300
+        data["nginx"]["websocket_locations"] = []  # they need a worker class set explicitly
 
     loaded = project("maximal.toml", bare_server)
     assert problems(loaded) == []
@@ -233,3 +241,112 @@ def test_check_files_names_what_is_missing(project: Project, tmp_path: Path) -> 
     assert "nginx.static_dir = 'static': no such directory" in found[1]
     assert "nginx.tls.certificate_key = 'tls/privkey.pem': no such file" in found[2]
     assert len(found) == 3
+
+
+# ---- WebSockets --------------------------------------------------------------------------------
+
+
+def test_websocket_locations_need_a_worker_that_holds_connections(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"].update(worker_class="sync", threads=1)
+
+    message = only_problem(project, edit)
+    assert "nginx.websocket_locations = ['/ws/', '/events/', '/'] needs a worker class that " \
+        'holds connections open, but server.worker_class = "sync" serves one request at a time ' \
+        "and answers every WebSocket upgrade with 501" in message
+    assert 'set server.worker_class = "gthread"' in message
+
+
+def test_sync_with_threads_is_gthread(project: Project) -> None:
+    # The server runs "sync" with threads > 1 as gthread, and so does the check.
+    assert problems(project("maximal.toml", lambda d: d["server"].update(worker_class="sync"))) == []
+
+
+def test_without_websocket_locations_sync_is_fine(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"].update(worker_class="sync", threads=1, websocket_ping_interval=3600.0)
+        data["nginx"].update(websocket_locations=[], websocket_read_timeout=1)
+
+    assert problems(project("maximal.toml", edit)) == []
+
+
+def test_gthread_needs_threads_left_for_pages(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"]["websocket_max_connections"] = 8  # threads = 8
+
+    message = only_problem(project, edit)
+    assert "server.websocket_max_connections = 8 is not below server.threads = 8: each open " \
+        "WebSocket holds one of a gthread worker's threads" in message
+    assert "nginx answers 504" in message
+    assert problems(project("maximal.toml", lambda d: d["server"].update(
+        websocket_max_connections=7))) == []
+
+
+def test_websocket_read_timeout_must_exceed_the_ping_interval(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["nginx"]["websocket_read_timeout"] = 29  # ping interval 25, margin 5
+
+    message = only_problem(project, edit)
+    assert "nginx.websocket_read_timeout = 29 does not exceed server.websocket_ping_interval = " \
+        "25 by 5s: nginx would close an idle WebSocket (the client sees 1006)" in message
+    assert "raise nginx.websocket_read_timeout to at least 30" in message
+    assert problems(project("maximal.toml", lambda d: d["nginx"].update(
+        websocket_read_timeout=30))) == []
+
+
+def test_fractional_ping_interval_rounds_the_needed_timeout_up(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"]["websocket_ping_interval"] = 20.5
+        data["nginx"]["websocket_read_timeout"] = 25
+
+    assert "at least 26" in only_problem(project, edit)
+
+
+def test_the_ordinary_read_timeout_is_not_tied_to_pings(project: Project) -> None:
+    # Only the WebSocket locations carry WebSockets; proxy_read_timeout answers to server.timeout.
+    def edit(data: dict[str, Any]) -> None:
+        data["server"].update(timeout=10, websocket_ping_interval=100.0)
+        data["nginx"].update(proxy_read_timeout=10, websocket_read_timeout=105)
+
+    assert problems(project("maximal.toml", edit)) == []
+
+
+def warnings(loaded: Loaded) -> list[str]:
+    return cross_check_warnings(
+        loaded, [P.docker_plan(loaded), P.local_plan(loaded, loaded.directory / "run")])
+
+
+def test_no_pings_is_a_warning_not_an_error(project: Project,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"].update(websocket_ping_interval=0.0, websocket_idle_timeout=0.0)
+
+    loaded = project("maximal.toml", edit)
+    assert problems(loaded) == []
+    conf = render_docker(loaded)[P.NGINX_CONF]  # renders, and says why the timeout matters
+    assert "# The server sends no pings: nginx closes a WebSocket that stays silent" in conf
+    [warning] = warnings(loaded)  # once, though both targets see it
+    assert warning.startswith(f"warning: {loaded.path}: server.websocket_ping_interval = 0 (no "
+                              f"pings) and nginx.websocket_read_timeout = 300: nginx closes a "
+                              f"WebSocket that stays silent for 300s")
+    assert "fine if the app sends its own heartbeats more often" in warning
+    # The render command prints it and succeeds.
+    assert run_command("render", "--settings", str(loaded.path)) == 0
+    assert warning in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("idle", "warned"), [(0.0, True), (299.0, False), (300.0, True)])
+def test_no_pings_with_an_idle_timeout(project: Project, idle: float, warned: bool) -> None:
+    # An idle timeout below nginx's closes silent WebSockets cleanly (1000) before nginx cuts them.
+    def edit(data: dict[str, Any]) -> None:
+        data["server"].update(websocket_ping_interval=0.0, websocket_idle_timeout=idle)
+
+    assert bool(warnings(project("maximal.toml", edit))) is warned
+
+
+def test_no_warning_without_websocket_locations(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"]["websocket_ping_interval"] = 0.0
+        data["nginx"]["websocket_locations"] = []
+
+    assert warnings(project("maximal.toml", edit)) == []

@@ -4,9 +4,14 @@ server reads its rendered config, compose accepts compose.yaml, ``render --check
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,6 +135,10 @@ MAXIMAL_FRAGMENTS = [
     'add_header Permissions-Policy "geolocation=(), camera=()" always;',
     "location ^~ /assets/ {", "expires 7d;", "location ^~ /events/ {", "location ^~ /stream {",
     "proxy_buffering off;", "location = /health/live {", "listen 127.0.0.1:8081;",
+    "location ^~ /ws/ {", "proxy_read_timeout 300s;", "proxy_set_header Upgrade $http_upgrade;",
+    "proxy_set_header Connection $connection_upgrade;", 'proxy_set_header Connection "";',
+    "# Above the server's ping interval (25s)", "upstream app_websocket {",
+    "proxy_pass http://$app_upstream;",
 ]
 BARE_FRAGMENTS = [
     "gzip off;", "access_log off;", "proxy_buffering off;", "proxy_request_buffering off;",
@@ -154,8 +163,58 @@ def test_bare_renders_the_other_branches(project: Project) -> None:
         assert fragment in conf, fragment
     for absent in ("keepalive 32;", "location ^~ /static/", "return 301", "X-Content-Type-Options",
                    "Referrer-Policy", "Content-Security-Policy", "Strict-Transport-Security",
-                   "http2", "set_real_ip_from", "listen [::]"):
+                   "http2", "set_real_ip_from", "listen [::]", "proxy_set_header Upgrade",
+                   "$connection_upgrade", "app_websocket"):
         assert absent not in conf, absent
+
+
+def location_blocks(conf: str) -> dict[str, str]:
+    """The bodies of the locations that proxy to the app (the static one too), by prefix, in
+    order; a location holds no nested block, and the TLS redirect's ``location /`` (no
+    proxy_pass) is left out."""
+    blocks = {}
+    for match in re.finditer(r"location (?:\^~ |= )?(\S+) \{\n(.*?)\n        \}", conf, re.S):
+        if "proxy_pass" in match.group(2) or "alias" in match.group(2):
+            blocks.setdefault(match.group(1), match.group(2))
+    return blocks
+
+
+def test_websocket_locations_pass_the_upgrade_and_nothing_else_does(project: Project) -> None:
+    conf = render_docker(project("maximal.toml"))[P.NGINX_CONF]
+    blocks = location_blocks(conf)
+    # "/events/" is in both lists: one location, WebSocket and unbuffered; "/" is the catch-all.
+    assert list(blocks)[:5] == ["/assets/", "/ws/", "/events/", "/stream", "/"]
+    for prefix in ("/ws/", "/events/", "/"):
+        body = blocks[prefix]
+        for line in ("proxy_read_timeout 300s;", "proxy_set_header Upgrade $http_upgrade;",
+                     "proxy_set_header Connection $connection_upgrade;",
+                     "proxy_set_header Host $forwarded_host;",  # restated: nginx inherits none
+                     "proxy_set_header X-Forwarded-For $remote_addr;",
+                     "proxy_set_header X-Forwarded-Proto $forwarded_proto;",
+                     "proxy_buffering off;"):
+            assert line in body, (prefix, line)
+    assert "Upgrade" not in blocks["/stream"] and "proxy_buffering off;" in blocks["/stream"]
+    assert "proxy_pass http://app;" in blocks["/stream"]
+    # Handshakes get a connection of their own (app_websocket, no keepalive); the map sends
+    # ordinary requests on WebSocket locations to the kept-alive upstream.
+    assert "map $http_upgrade $app_upstream {\n        default app_websocket;\n        '' app;" \
+        in conf
+    websocket_upstream = conf[conf.index("upstream app_websocket {"):]
+    assert "keepalive" not in websocket_upstream[:websocket_upstream.index("}")]
+    assert "Upgrade" not in blocks["/health/live"]
+    # Outside the WebSocket locations: no Upgrade, and an empty Connection (upstream keep-alive).
+    http_level = conf[:conf.index("    server {")]
+    assert 'proxy_set_header Connection "";' in http_level and "Upgrade $" not in http_level
+
+
+def test_repository_config_has_the_chat_location() -> None:
+    conf = (REPO / "nginx" / "nginx.conf").read_text()
+    body = location_blocks(conf)["/ws/"]
+    assert "proxy_set_header Upgrade $http_upgrade;" in body
+    assert "proxy_read_timeout 60s;" in body
+    assert "Upgrade" not in location_blocks(conf)["/"]
+    server = load_settings(REPO / "settings.toml").settings.server
+    assert server.worker_class == "gthread" and server.websocket_max_connections < server.threads
 
 
 @pytest.mark.parametrize("source", ["maximal.toml", "bare.toml"])
@@ -246,6 +305,23 @@ def test_compose_accepts_the_repository_compose_file(compose: list[str]) -> None
     assert result.ok, result.output
 
 
+def test_published_port_comes_from_the_environment(compose: list[str]) -> None:
+    """NGINX_HTTP_PORT changes the published port when compose runs; unset, the settings' port."""
+    def published(**env: str) -> list[dict[str, Any]]:
+        environ = {key: value for key, value in os.environ.items() if key != P.HTTP_PORT_ENV}
+        proc = subprocess.run(
+            [*compose, "--project-directory", str(REPO), "-f", str(REPO / "compose.yaml"),
+             "config", "--format", "json"], capture_output=True, text=True, timeout=60,
+            check=True, env={**environ, **env})
+        ports: list[dict[str, Any]] = json.loads(proc.stdout)["services"]["nginx"]["ports"]
+        return ports
+
+    [default] = published()
+    assert (default["host_ip"], default["published"], default["target"]) == ("127.0.0.1", "8080", 80)
+    [chosen] = published(NGINX_HTTP_PORT="9123")
+    assert (chosen["host_ip"], chosen["published"]) == ("127.0.0.1", "9123")
+
+
 def test_compose_accepts_the_maximal_compose_file(project: Project, compose: list[str]) -> None:
     loaded = project("maximal.toml")
     write_files(loaded.directory, render_docker(loaded))
@@ -255,7 +331,8 @@ def test_compose_accepts_the_maximal_compose_file(project: Project, compose: lis
 
 def test_compose_file_contents(project: Project) -> None:
     compose = render_docker(project("maximal.toml"))[P.COMPOSE_FILE]
-    for fragment in ['"0.0.0.0:80:8000"', '"0.0.0.0:443:8443"', "stop_grace_period: 30s",
+    for fragment in ['"0.0.0.0:${NGINX_HTTP_PORT:-80}:8000"',
+                     '"0.0.0.0:${NGINX_HTTPS_PORT:-443}:8443"', "stop_grace_period: 30s",
                      "app-socket:/run/appserver:ro", 'cpus: "2.5"', 'memory: "1g"',
                      '"/health/live"]', "condition: service_healthy", 'restart: "always"',
                      "name: maximal-app", "interval: 10s"]:

@@ -32,7 +32,9 @@ def test_repository_settings_load() -> None:
     assert loaded.settings.nginx.client_max_body_size == 10 * 1024 * 1024
     assert loaded.settings.compose.published_port == 8080
     assert "graceful_timeout" in loaded.explicit_server_keys
-    assert "workers" not in loaded.explicit_server_keys  # left to the server, where it runs
+    # One worker: the sample chat broadcasts within a worker process (see sample_app/README.md).
+    assert loaded.settings.server.workers == 1
+    assert loaded.settings.nginx.websocket_locations == ["/ws/"]
 
 
 @pytest.mark.parametrize("name", ["maximal.toml", "bare.toml"])
@@ -197,3 +199,25 @@ def test_parse_size(text: str | int, size: int) -> None:
 def test_format_size(size: int, text: str) -> None:
     assert format_size(size) == text
     assert parse_size(text) == size
+
+
+def test_a_location_cannot_be_static_and_proxied() -> None:
+    message = error_for(with_app(nginx={"websocket_locations": ["/ws/", "/static/"]}))
+    assert "'/static/' is both nginx.static_url (files served by nginx) and in nginx." \
+        "websocket_locations (proxied to the app); choose one" in message
+
+
+def test_a_location_listed_twice() -> None:
+    message = error_for(with_app(nginx={"websocket_locations": ["/ws/", "/ws/"]}))
+    assert "'/ws/' is listed twice in nginx.websocket_locations" in message
+
+
+def test_websocket_and_unbuffered_may_share_a_prefix() -> None:
+    loaded = validate_settings(with_app(nginx={"websocket_locations": ["/live/"],
+                                               "unbuffered_locations": ["/live/"]}), FILE)
+    assert loaded.settings.nginx.websocket_locations == ["/live/"]
+
+
+def test_websocket_locations_are_url_paths() -> None:
+    message = error_for(with_app(nginx={"websocket_locations": ["ws"]}))
+    assert "nginx.websocket_locations[0] = 'ws': 'ws' is not a URL path" in message

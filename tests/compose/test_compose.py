@@ -1,0 +1,123 @@
+"""The compose suite: `docker compose up` from this repository, on a private Docker engine.
+
+Every sample_app endpoint through the port published on 127.0.0.1 (never a container's address),
+both health checks, the app server as a non-root user, nginx's workers able to write to the
+socket, and a `docker compose down` that stops the app server gracefully within its stop grace
+period.  The last test takes the stack down; keep it last.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from collections.abc import Callable
+
+import pytest
+import requests
+
+from appserver.bundle.plan import APP_UID, DOCKER_SOCKET_DIR, NGINX_UID, SOCKET_NAME, docker_plan
+
+from ..bundle import endpoints
+from .conftest import Deployment
+
+pytestmark = pytest.mark.timeout(1200)  # the first test also waits for a cold build
+
+# Each process in the container: "pid uid command" (the images have no ps).
+PROCESSES = ("import os\n"
+             "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+             "    status = dict(line.split(':', 1) for line in open(f'/proc/{pid}/status'))\n"
+             "    cmd = open(f'/proc/{pid}/cmdline', 'rb').read().decode().replace(chr(0), ' ')\n"
+             "    print(pid, status['Uid'].split()[0], ' '.join(cmd.split()))\n")
+
+
+NGINX_PROCESSES = ("for s in /proc/[0-9]*/status; do name= ppid= uid=; "
+                   "while read -r key value _; do case $key in Name:) name=$value;; "
+                   "PPid:) ppid=$value;; Uid:) uid=$value;; esac; done < $s; "
+                   '[ "$name" = nginx ] && echo "$ppid $uid"; done; true')
+
+
+def processes(deployment: Deployment, service: str, python: str) -> list[tuple[int, int, str]]:
+    out = deployment.exec(service, python, "-c", PROCESSES)
+    rows = [line.split(" ", 2) for line in out.splitlines() if line.strip()]
+    return [(int(pid), int(uid), cmd) for pid, uid, cmd in rows]
+
+
+def client_address(deployment: Deployment) -> str:
+    """The address nginx sees for a request to the published port: Docker's userland proxy
+    connects from the gateway of the project's network."""
+    network = f"{deployment.project}_default"
+    out = deployment.engine.docker("network", "inspect", network, "--format",
+                                   "{{range .IPAM.Config}}{{.Gateway}}{{end}}").stdout
+    return out.strip()
+
+
+@pytest.mark.parametrize("check", endpoints.CHECKS, ids=lambda check: check.__name__)
+def test_endpoint(deployment: Deployment, check: Callable[[endpoints.Target], None]) -> None:
+    limit = deployment.loaded.settings.nginx.client_max_body_size
+    check(endpoints.Target(deployment.url, client_address=client_address(deployment),
+                           body_limit=limit))
+
+
+def test_both_services_are_healthy_and_only_nginx_publishes(deployment: Deployment) -> None:
+    out = deployment.compose("ps", "--format", "json").stdout
+    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    services = {row["Service"]: row for row in rows}
+    assert set(services) == {"app", "nginx"}
+    assert {name: row["Health"] for name, row in services.items()} == {
+        "app": "healthy", "nginx": "healthy"}
+    assert services["app"]["Publishers"] in (None, [])
+    published = [(p["URL"], p["PublishedPort"], p["TargetPort"])
+                 for p in services["nginx"]["Publishers"] if p["PublishedPort"]]
+    assert published == [("127.0.0.1", deployment.port, 80)]
+
+
+def test_app_server_runs_as_a_non_root_user(deployment: Deployment) -> None:
+    procs = processes(deployment, "app", "/opt/venv/bin/python")
+    servers = [(pid, uid) for pid, uid, cmd in procs if "appserver serve" in cmd]
+    assert len(servers) >= 2, procs  # the master (PID 1) and its workers
+    assert (1, APP_UID) in servers
+    assert {uid for _, uid in servers} == {APP_UID}
+    assert deployment.exec("app", "id", "-un").strip() == "app"
+
+
+def test_nginx_workers_can_write_to_the_socket(deployment: Deployment) -> None:
+    socket_path = f"{DOCKER_SOCKET_DIR}/{SOCKET_NAME}"
+    owner, group, mode = deployment.exec("nginx", "stat", "-c", "%u %g %a",
+                                         socket_path).split()
+    assert (int(owner), int(group), mode) == (APP_UID, NGINX_UID, "660")
+    # nginx's processes as "ppid uid": the master is PID 1 (root, to bind port 80), the
+    # workers its children.  The image has neither ps nor Python.
+    listing = deployment.exec("nginx", "bash", "-c", NGINX_PROCESSES)
+    rows = [tuple(map(int, line.split())) for line in listing.splitlines() if line.strip()]
+    workers = [uid for ppid, uid in rows if ppid == 1]
+    assert workers and set(workers) == {NGINX_UID}, rows
+    # And they do connect: the app answers through nginx.
+    response = requests.get(deployment.url + "/api/info", timeout=10)
+    assert response.headers["X-Served-By"] == "sample_app"
+
+
+def test_down_stops_the_app_server_gracefully(deployment: Deployment) -> None:
+    grace = docker_plan(deployment.loaded).docker
+    assert grace is not None
+    logs = subprocess.Popen(deployment.compose_argv("logs", "--follow", "--no-color", "app"),
+                            env=deployment.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(1)  # attached before the stop
+        started = time.monotonic()
+        deployment.compose("down", "--volumes", timeout=grace.stop_grace_period + 60)
+        took = time.monotonic() - started
+        output, _ = logs.communicate(timeout=30)
+    finally:
+        if logs.poll() is None:
+            logs.kill()
+            logs.wait(10)
+    assert took < grace.stop_grace_period, f"down took {took:.1f}s"
+    assert "master received SIGTERM" in output, output
+    assert re.search(r"master \d+ stopped", output), output
+    assert re.search(r"app-1 exited with code 0", output), output
+    assert deployment.compose("ps", "--all", "--quiet").stdout.strip() == ""
+    volumes = deployment.engine.docker("volume", "ls", "--quiet").stdout.split()
+    assert not [v for v in volumes if v.startswith(deployment.project)], volumes
