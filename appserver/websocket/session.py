@@ -29,6 +29,7 @@ class WebSocketSession:
         self.close_code: int | None = None   # set once the session has ended, either way
         self.close_reason = ""
         self.pongs = 0
+        self.data_frames = 0  # message frames received: activity for the idle limit
 
     @property
     def open(self) -> bool:
@@ -65,6 +66,7 @@ class WebSocketSession:
     def _on_message(self, event: Message) -> bytes:  # type: ignore[type-arg]
         if self.finished:
             return b""
+        self.data_frames += 1
         self._size += len(event.data)
         if self._size > self.max_message_size:
             self._parts.clear()

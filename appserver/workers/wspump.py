@@ -57,6 +57,10 @@ def serve_websocket(conn: Connection, head: RequestHead) -> bool:
             501, f"WebSocket needs a worker class that holds connections; this one is "
             f"{state.config.effective_worker_class} (use -k gthread)"))
         return False
+    if state.stopping:
+        # A retiring worker must not take on a connection that outlives it.
+        conn.send_quietly(error_response(503, "this worker is restarting; try again"))
+        return False
     try:
         key, offered = check_upgrade(head)
     except HandshakeError as exc:
@@ -80,16 +84,33 @@ def serve_websocket(conn: Connection, head: RequestHead) -> bool:
         environ = build_environ(state.wsgi, head, InputStream(lambda: b""), peer=conn.peer,
                                 local=conn.local, is_unix=conn.is_unix)
         environ["wsgi.websocket"] = ws
-        environ["gunicorn.socket"] = PrefixedSocket(conn.sock, trailing) if trailing else conn.sock
-        _run_app(conn, head, environ, ws)
+        # The library that takes the connection over gets its own descriptor of it: when the app
+        # returns, the server closes only its own, and a library thread still using the socket
+        # (simple-websocket's reader sends the reply to the client's close after the app's
+        # receive() has already returned) is not cut off mid-handshake.
+        hijack = conn.sock.dup()
+        environ["gunicorn.socket"] = PrefixedSocket(hijack, trailing) if trailing else hijack
+        hijacked = False
+        try:
+            hijacked = _run_app(conn, head, environ, ws)
+        finally:
+            if hijacked:
+                # Close our descriptor now, without the lingering close's shutdown and reads:
+                # they would end the library's connection and steal its bytes.  The library
+                # closes its own (or it is closed with the last reference to it).
+                conn.close()
+            else:
+                hijack.close()
     finally:
         state.long_lived.discard(ident)
         registry.release(ws if ws is not None and ws.accepted else None)
     return False
 
 
-def _run_app(conn: Connection, head: RequestHead, environ: dict[str, Any], ws: WebSocket) -> None:
+def _run_app(conn: Connection, head: RequestHead, environ: dict[str, Any], ws: WebSocket) -> bool:
+    """Run the app; True when a library took the connection over (hijacked)."""
     state = conn.state
+    hijacked = False
     response = Response(conn.send, head.method, head.version, keep_alive=False)
     started = time.monotonic()
     status = "101 Switching Protocols"
@@ -103,7 +124,7 @@ def _run_app(conn: Connection, head: RequestHead, environ: dict[str, Any], ws: W
             closing(result)
             ws.finish()
         elif already_handled(result):
-            pass  # the library owns the connection and has finished with it
+            hijacked = True  # the library owns the connection: nothing more is written on it
         else:
             try:
                 conn.write_result(response, result)
@@ -121,3 +142,4 @@ def _run_app(conn: Connection, head: RequestHead, environ: dict[str, Any], ws: W
             status = response.status or "500 Internal Server Error"
     state.access_log.log(environ, status, response.headers, response.bytes_sent,
                          time.monotonic() - started)
+    return hijacked
