@@ -489,13 +489,26 @@ def config_as_toml(config: ServerConfig) -> str:
         if value is None:
             lines.append(f"# {name} =  (unset)")
             continue
-        if name in ("umask", "socket_mode"):
-            lines.append(f'{name} = "{value:04o}"')
-        elif any(getattr(m, "func", None) is _memory_size for m in field.metadata):
-            lines.append(f'{name} = "{_size_text(value)}"')  # a bare number would mean MiB
-        else:
-            lines.append(f"{name} = {_toml_value(value)}")
+        lines.append(f"{name} = {setting_as_toml(name, value)}")
     return "\n".join(lines) + "\n"
+
+
+def setting_input(name: str, value: Any) -> Any:
+    """A validated setting's value in a form that validates back to the same value: octal modes
+    as "0660" and sizes with a unit (a bare number would mean MiB).  For writers of settings
+    (--print-config, the bundle) and for code that validates a setting a second time."""
+    field = ServerConfig.model_fields.get(name)
+    if name in ("umask", "socket_mode") and isinstance(value, int):
+        return f"{value:04o}"
+    if field is not None and isinstance(value, int) and not isinstance(value, bool) \
+            and any(getattr(m, "func", None) is _memory_size for m in field.metadata):
+        return _size_text(value)
+    return value
+
+
+def setting_as_toml(name: str, value: Any) -> str:
+    """A setting's value as TOML that reads back as the same value."""
+    return _toml_value(setting_input(name, value))
 
 
 def _size_text(value: int) -> str:

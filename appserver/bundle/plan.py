@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from appserver.bundle.loading import Loaded, describe_errors
 from appserver.bundle.settings import SettingsError
 from appserver.bundle.values import format_size
-from appserver.config import ServerConfig
+from appserver.config import ServerConfig, setting_input
 
 Target = Literal["docker", "local"]
 
@@ -157,7 +157,8 @@ def server_table(loaded: Loaded, *, socket_path: str, app_dir: str,
     """The ``[server]`` table: explicit settings plus the computed and derived values."""
     s = loaded.settings
     explicit = loaded.explicit_server_keys
-    values: dict[str, Any] = {key: getattr(s.server, key) for key in explicit}
+    # Validated again below, with the computed values: in a form that reads back the same.
+    values: dict[str, Any] = {key: setting_input(key, getattr(s.server, key)) for key in explicit}
     values["bind"] = [f"unix:{socket_path}"]
     values["wsgi_app"] = s.app.module
     values["chdir"] = app_dir

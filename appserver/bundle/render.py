@@ -24,6 +24,7 @@ from appserver.bundle.crosscheck import cross_check, cross_check_warnings
 from appserver.bundle.loading import Loaded
 from appserver.bundle.settings import SettingsError
 from appserver.bundle.values import format_size
+from appserver.config import setting_as_toml
 
 DOCKER_FILES = {
     P.NGINX_CONF: "nginx.conf.j2",
@@ -45,8 +46,9 @@ def templates_dir() -> Path:
 
 
 def _toml(value: Any, key: str = "") -> str:
-    if key in ("socket_mode", "umask") and isinstance(value, int):
-        return f'"{value:04o}"'  # the server parses octal strings; an int would read as decimal
+    if key:
+        # The server's own writer: octal modes and sizes read back as what they were.
+        return setting_as_toml(key, value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

@@ -203,8 +203,6 @@ def test_plain_http_keeps_working_with_keepalive(stack: Stack) -> None:
     assert response.status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason="the bundle renders a size setting as a bare integer, which "
-                   "the server reads as MiB (render._toml lacks config_as_toml's size case)")
 def test_rendered_server_config_keeps_the_message_limit(tmp_path: Path) -> None:
     from appserver.bundle.render import render_local
     from appserver.config import load_config
