@@ -169,13 +169,21 @@ class WebSocket(KeepAlive):
             self.session.close_code = ABNORMAL
 
 
-class PrefixedSocket:
-    """``gunicorn.socket`` when bytes after the request head were already read: they come out of
-    ``recv`` first, so the library that takes the socket over misses nothing."""
+class HandedOverSocket:
+    """``gunicorn.socket``: the connection handed to a library that speaks WebSocket itself.
 
-    def __init__(self, sock: socket.socket, prefix: bytes) -> None:
+    Bytes read together with the request head come out of ``recv`` first, so the library misses
+    nothing; and ``send`` sends everything, as on a blocking socket -- a green (gevent, eventlet)
+    socket may send only part, which libraries written for blocking sockets do not expect
+    (simple-websocket ignores what ``send`` returns)."""
+
+    def __init__(self, sock: socket.socket, prefix: bytes = b"") -> None:
         self._sock = sock
         self._prefix = prefix
+
+    def send(self, data: bytes, flags: int = 0) -> int:
+        self._sock.sendall(data, flags)
+        return len(data)
 
     def recv(self, size: int, flags: int = 0) -> bytes:
         if self._prefix and not flags:

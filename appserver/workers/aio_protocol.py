@@ -23,7 +23,7 @@ from ..http.events import END_OF_MESSAGE, NEED_DATA, Body, ProtocolError, Reques
 from ..http.parser import RequestParser
 from ..http.response import error_response
 from ..sockets import Listener
-from ..websocket.blocking import PrefixedSocket
+from ..websocket.blocking import HandedOverSocket
 from ..websocket.bridge import LoopWebSocket
 from ..websocket.handshake import HandshakeError, check_upgrade, is_websocket_request
 from ..wsgi import ALREADY_HANDLED, InputStream, Response, build_environ, closing, write_body
@@ -227,7 +227,7 @@ class HTTPProtocol(asyncio.Protocol):
         environ = build_environ(state.wsgi, head, InputStream(lambda: b""), peer=self.peer,
                                 local=self.local, is_unix=self.is_unix)
         environ["wsgi.websocket"] = ws
-        environ["gunicorn.socket"] = PrefixedSocket(dup, trailing) if trailing else dup
+        environ["gunicorn.socket"] = HandedOverSocket(dup, trailing)
         future = self.worker.run_in_pool(lambda: self._run_ws_app(environ, ws, head, dup),
                                          long_lived=True)
         future.add_done_callback(lambda f: self._ws_done(f, ws))
@@ -277,7 +277,10 @@ class HTTPProtocol(asyncio.Protocol):
                 outcome, out = "http", [error_response(500)]
                 status = "500 Internal Server Error"
         finally:
-            dup.close()  # our duplicate; a library that took it over has finished with it
+            if outcome != "hijacked":
+                # Ours.  A library that took it over may still be using it after the app returned
+                # (simple-websocket's reader answers the client's close): it closes it itself.
+                dup.close()
         state.access_log.log(environ, status, response.headers, response.bytes_sent,
                              time.monotonic() - started)
         return outcome, b"".join(out)

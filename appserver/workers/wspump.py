@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..http.events import END_OF_MESSAGE, RequestHead
 from ..http.response import error_response
-from ..websocket.blocking import PrefixedSocket, Registry, WebSocket
+from ..websocket.blocking import HandedOverSocket, Registry, WebSocket
 from ..websocket.handshake import HandshakeError, check_upgrade
 from ..wsgi import ALREADY_HANDLED, InputStream, Response, build_environ, closing
 
@@ -89,7 +89,7 @@ def serve_websocket(conn: Connection, head: RequestHead) -> bool:
         # (simple-websocket's reader sends the reply to the client's close after the app's
         # receive() has already returned) is not cut off mid-handshake.
         hijack = conn.sock.dup()
-        environ["gunicorn.socket"] = PrefixedSocket(hijack, trailing) if trailing else hijack
+        environ["gunicorn.socket"] = HandedOverSocket(hijack, trailing)
         hijacked = False
         try:
             hijacked = _run_app(conn, head, environ, ws)

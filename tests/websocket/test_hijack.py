@@ -91,7 +91,7 @@ def test_flask_sock_server_close_with_app_code(server: Server) -> None:
 
 @pytest.mark.parametrize("path", ["/flask/echo", "/raw/echo", "/native/echo"])
 def test_frame_sent_with_the_handshake_is_not_lost(server: Server, path: str) -> None:
-    # Bytes read together with the request head reach the library (PrefixedSocket) or the
+    # Bytes read together with the request head reach the library (HandedOverSocket) or the
     # native session.
     with RawWebSocket(server.address, path, early=encode_frame(OP_TEXT, b"early bird")) as ws:
         assert ws.recv_frame().payload == b"early bird"
