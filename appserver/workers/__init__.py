@@ -7,6 +7,7 @@ is a start-up error that names the package extra to install.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from ..config import WORKER_CLASSES
 
@@ -33,8 +34,10 @@ def load_worker_class(name: str) -> type:
                                f"{', '.join(REGISTRY)}")
     module_name, class_name, extra = REGISTRY[name]
     try:
-        if extra:
-            importlib.import_module(extra)  # the library itself, checked without patching
+        if extra and importlib.util.find_spec(extra) is None:
+            # Only looked up: importing gevent or eventlet in the master, before the fork and
+            # before monkey-patching, is what their documentation warns against.
+            raise ImportError(name=extra)
         module = importlib.import_module(module_name)
     except ImportError as exc:
         if extra:

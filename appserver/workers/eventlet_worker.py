@@ -6,19 +6,32 @@ is the better choice for new deployments.)
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
 import socket
 from typing import Any
 
 from ..sockets import Listener
+from .base import log
 from .green import GreenWorker
 
 
 class EventletWorker(GreenWorker):
     def patch(self) -> None:
-        import eventlet
+        import warnings
 
-        eventlet.monkey_patch()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Eventlet is deprecated": said in the module doc
+            import eventlet
+        # eventlet walks every live object to swap existing locks for green ones and prints a
+        # traceback when an object refuses inspection (pydantic's internals do), though nothing
+        # is wrong: keep that out of the error log unless debugging.
+        captured = io.StringIO()
+        with contextlib.redirect_stderr(captured):
+            eventlet.monkey_patch()
+        if captured.getvalue():
+            log.debug("eventlet.monkey_patch() said: %s", captured.getvalue().strip())
 
     def sleep(self, seconds: float) -> None:
         import eventlet

@@ -26,7 +26,8 @@ APP = "tests.websocket.apps:app"
 
 # The classes that hold connections; the async ones join once they pass this suite.  To try one:
 # WS_TEST_WORKER_CLASSES=asyncio,gevent pytest tests/websocket
-WORKER_CLASSES = os.environ.get("WS_TEST_WORKER_CLASSES", "gthread").split(",")
+WORKER_CLASSES = os.environ.get(
+    "WS_TEST_WORKER_CLASSES", "gthread,gevent,eventlet,asyncio,tornado").split(",")
 TRANSPORTS = ["tcp", "unix"]
 
 # Large enough for the 8 MiB echo, small enough that 1009 costs little to provoke.
