@@ -3,8 +3,8 @@
 Every server is a real ``appserver serve`` process with one worker (so the per-worker limits and
 the ``/events`` record of tests/websocket/apps.py are deterministic), started by
 :class:`appserver.testing.AppServerProcess` and stopped by its PID in a finalizer.  Worker classes
-are a parameter: ``gthread`` for now; the async classes join ``WORKER_CLASSES`` once they pass
-this suite (``WS_TEST_WORKER_CLASSES=asyncio`` runs it against one).  Through nginx
+are a parameter: every class that holds connections (``WS_TEST_WORKER_CLASSES=asyncio`` runs the
+suite against one).  Through nginx
 (test_nginx.py), :func:`appserver.testing.start_stack` runs the bundle's rendered nginx config in
 front of the server.
 """
