@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 from .aio_protocol import HTTPProtocol
 from .base import Worker, log
+from .pump import IDLE_CLOSE_DURING_STOP
 
 T = TypeVar("T")
 DEFAULT_POOL = 64
@@ -71,7 +72,10 @@ class AsyncioWorker(Worker):
         return asyncio.new_event_loop()
 
     async def _main(self) -> None:
-        servers = []
+        self._wake = asyncio.Event()
+        self.state.on_retire = self._retire_now
+        servers: list[Any] = []
+        self._servers = servers
         for listener in self.listeners:
             listener.sock.setblocking(False)
             server = await self.loop.create_server(
@@ -83,8 +87,18 @@ class AsyncioWorker(Worker):
             self.tick()
             if registry is not None:
                 registry.tick(time.monotonic())
-            await asyncio.sleep(0.25)
+            try:
+                await asyncio.wait_for(self._wake.wait(), 0.25)
+            except TimeoutError:
+                pass
         await self._graceful_stop(servers)
+
+    def _retire_now(self) -> None:
+        """In the loop (count_request runs there): stop accepting at once and start retiring."""
+        for server in self._servers:
+            server.close()
+        self.retire_for_max_requests()
+        self._wake.set()
 
     def tick(self) -> None:
         super().tick()
@@ -118,7 +132,7 @@ class AsyncioWorker(Worker):
             self.heartbeat.beat()
             now = time.monotonic()
             for conn in list(self.connections):
-                if conn.idle and now - conn.idle_since >= 0.5:
+                if conn.idle and now - conn.idle_since >= IDLE_CLOSE_DURING_STOP:
                     conn.close()
             await asyncio.sleep(0.05)
         if self.connections:

@@ -176,9 +176,12 @@ class HTTPProtocol(asyncio.Protocol):
             transport.write(out)
         if not self.body_complete:
             keep_alive = False  # the rest of the body is still coming: nothing to parse after it
-        if not keep_alive or self.worker.state.stopping:
+        if not keep_alive:
             transport.close()
             return
+        # Even when stopping: this response promised keep-alive, so the client may be sending
+        # its next request already; that one is answered with Connection: close, and the
+        # graceful stop closes the connection only once it has been idle for a while.
         self._resume_reading()
         self._arm(self.worker.config.keep_alive)
         self._next_request()

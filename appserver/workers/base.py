@@ -180,8 +180,7 @@ class Worker:
             return
         self.heartbeat.set_requests(self.state.requests)
         if self.state.stopping and not self.retire_reason:
-            self.retire_reason = f"served {self.state.requests} requests (--max-requests {self.max_requests})"
-            self.alive = False
+            self.retire_for_max_requests()
         limit = self.config.max_worker_memory
         if limit:
             now = time.monotonic()
@@ -193,6 +192,10 @@ class Worker:
                                           f"--max-worker-memory {limit >> 20} MiB")
                     self.state.stopping = True
                     self.alive = False
+
+    def retire_for_max_requests(self) -> None:
+        self.retire_reason = f"served {self.state.requests} requests (--max-requests {self.max_requests})"
+        self.alive = False
 
     def close_websockets(self) -> None:
         """On a graceful stop, tell WebSocket clients why (no WSGI server did: 1001 or 1012)."""

@@ -61,11 +61,14 @@ class EventletWorker(GreenWorker):
                 if not self.accepting:
                     return
                 raise
-            client.setblocking(True)
+            client.setblocking(True)  # (accepted even as we stop: it is served, with close)
             self.pool.spawn_n(self._handle, client, peer, listener)
 
     def _handle(self, client: socket.socket, peer: Any, listener: Listener) -> None:
         self.handle(client, peer, listener)
+
+    def stop_accepting(self) -> None:
+        self.accepting = False
 
     def stop_servers(self) -> None:
         self.accepting = False

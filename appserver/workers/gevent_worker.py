@@ -41,6 +41,10 @@ class GeventWorker(GreenWorker):
             server.start()
             self.servers.append((server, sock))
 
+    def stop_accepting(self) -> None:
+        for server, _ in self.servers:
+            server.stop_accepting()
+
     def stop_servers(self) -> None:
         for server, sock in self.servers:
             server.stop_accepting()

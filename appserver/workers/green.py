@@ -24,7 +24,7 @@ from typing import Any
 
 from ..sockets import Listener
 from .base import Worker, log
-from .pump import Connection
+from .pump import IDLE_CLOSE_DURING_STOP, Connection, has_data
 
 
 class GreenWorker(Worker):
@@ -44,6 +44,10 @@ class GreenWorker(Worker):
         """Start accepting on every listener, calling ``handle(sock, peer, listener)``."""
         raise NotImplementedError
 
+    def stop_accepting(self) -> None:
+        """Accept no new connection (without waiting: called from a request's greenlet)."""
+        raise NotImplementedError
+
     def stop_servers(self) -> None:
         raise NotImplementedError
 
@@ -58,6 +62,7 @@ class GreenWorker(Worker):
 
     def serve(self) -> None:
         self.start_servers()
+        self.state.on_retire = self._retire_now
         registry = self.state.websockets
         while self.alive:
             self.tick()
@@ -65,6 +70,11 @@ class GreenWorker(Worker):
                 registry.tick(time.monotonic())
             self.sleep(0.25)
         self._graceful_stop()
+
+    def _retire_now(self) -> None:
+        """--max-requests reached (in a connection's greenlet): stop accepting at once."""
+        self.retire_for_max_requests()
+        self.stop_accepting()
 
     def handle(self, sock: socket.socket, peer: Any, listener: Listener) -> None:
         if not listener.is_unix:
@@ -87,8 +97,13 @@ class GreenWorker(Worker):
         deadline = time.monotonic() + self.config.graceful_timeout
         while self.active() and time.monotonic() < deadline:
             self.heartbeat.beat()
+            now = time.monotonic()
             for conn in list(self.connections):
-                if conn.waiting_idle:
+                # Only a connection idle for a while, with nothing sent yet: the last response
+                # promised keep-alive, so a busy client may be sending its next request (which
+                # gets Connection: close) -- closing under it would fail that request.
+                if conn.waiting_idle and now - conn.idle_since >= IDLE_CLOSE_DURING_STOP \
+                        and not has_data(conn.sock):
                     try:
                         conn.sock.shutdown(socket.SHUT_RDWR)  # wakes its greenlet: a quiet close
                     except OSError:

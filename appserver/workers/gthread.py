@@ -36,9 +36,8 @@ import time
 
 from ..sockets import Listener
 from .base import Worker, log
-from .pump import CLOSED, PARTIAL, Connection, has_data
+from .pump import CLOSED, IDLE_CLOSE_DURING_STOP, PARTIAL, Connection, has_data
 
-IDLE_CLOSE_DURING_STOP = 0.5
 _CONN_EVENTS = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT
 
 

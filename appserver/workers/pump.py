@@ -48,6 +48,13 @@ from ..wsgi import (
 log = logging.getLogger("appserver.worker")
 
 IDLE, PARTIAL, CLOSED = "idle", "partial", "closed"
+# On a graceful stop, an idle keep-alive connection is closed once it has been idle this long.
+# Its last response promised keep-alive, so its client may send another request at any moment;
+# closing under that request fails it (a 502 for a POST behind nginx, which does not retry).  A
+# connection busy enough to matter is used again sooner (nginx reuses its most recently used
+# upstream connections first) and gets "Connection: close" instead.  The price: a stop or reload
+# with idle connections takes this long.
+IDLE_CLOSE_DURING_STOP = 2.0
 RECV_SIZE = 65536
 DRAIN_LIMIT = 256 * 1024  # unread body we are willing to discard to keep a connection alive
 
@@ -85,6 +92,7 @@ class ServingState:
         # Set by the worker classes that can hold a connection open (None: upgrades are refused).
         self.websockets: Registry | None = None
         self.long_lived: set[int] = set()  # threads serving a WebSocket, not a stuck request
+        self.on_retire: Callable[[], None] | None = None  # --max-requests reached
         self.parser_limits = dict(
             max_request_line=config.max_request_line, max_fields=config.max_fields,
             max_field_size=config.max_field_size, max_body=config.limit_request_body)
@@ -92,8 +100,10 @@ class ServingState:
     def count_request(self) -> bool:
         """Count one request; False once this worker should retire after it."""
         self.requests += 1
-        if self.max_requests and self.requests >= self.max_requests:
+        if self.max_requests and self.requests >= self.max_requests and not self.stopping:
             self.stopping = True
+            if self.on_retire is not None:
+                self.on_retire()  # stop accepting now, not at the worker loop's next turn
         return not self.stopping
 
 

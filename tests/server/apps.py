@@ -6,6 +6,7 @@ has a few paths that misbehave on purpose:
 * ``/slow?t=SECONDS&mark=PATH``: touch PATH (so the test knows the request is inside the app),
   then sleep.
 * ``/hang``: sleep forever (the master's timeout must kill the worker).
+* ``/spin``: loop forever without yielding (blocks a gevent/eventlet worker's hub).
 * ``/alloc?mib=N``: keep N MiB more for the life of the process (memory recycling), up to a cap.
 * POST: read the whole body and answer with its length too.
 
@@ -45,6 +46,9 @@ def hello(environ: dict[str, object], start_response: StartResponse) -> Iterable
     elif path == "/hang":
         while True:
             time.sleep(3600)
+    elif path == "/spin":  # never yields: blocks a green worker's hub
+        while True:
+            pass
     elif path == "/alloc":
         mib = int(query.get("mib", "4"))
         if len(_KEPT) < ALLOC_CAP_MIB:

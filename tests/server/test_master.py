@@ -40,6 +40,15 @@ WORKER_CLASSES = [
     pytest.param(["-k", "sync"], id="sync"),
     pytest.param(["-k", "gthread", "--threads", "4"], id="gthread"),
 ]
+# The tests of what every class must do alike (heartbeat, graceful stop, reload, recycling) also
+# run on the async classes.
+ALL_CLASSES = WORKER_CLASSES + [
+    pytest.param(["-k", "gevent"], id="gevent"),
+    pytest.param(["-k", "eventlet"], id="eventlet"),
+    pytest.param(["-k", "asyncio", "--threads", "4"], id="asyncio"),
+    pytest.param(["-k", "tornado", "--threads", "4"], id="tornado"),
+]
+GREEN = {"gevent", "eventlet"}
 
 
 @pytest.fixture
@@ -61,6 +70,11 @@ def launcher(workdir: Path) -> Iterator[Launcher]:
 
 @pytest.fixture(params=WORKER_CLASSES)
 def kind(request: pytest.FixtureRequest) -> list[str]:
+    return list(request.param)
+
+
+@pytest.fixture(params=ALL_CLASSES)
+def any_kind(request: pytest.FixtureRequest) -> list[str]:
     return list(request.param)
 
 
@@ -94,9 +108,9 @@ def assert_no_failures(result: object, minimum: int) -> None:
 # Signals
 
 
-def test_term_is_a_graceful_stop(launcher: Launcher, workdir: Path, kind: list[str]) -> None:
+def test_term_is_a_graceful_stop(launcher: Launcher, workdir: Path, any_kind: list[str]) -> None:
     pidfile = workdir / "app.pid"
-    server = launcher.start(*kind, *FAST, "--pid", str(pidfile), bind="both")
+    server = launcher.start(*any_kind, *FAST, "--pid", str(pidfile), bind="both")
     assert pidfile.read_text().strip() == str(server.pid)
     workers = server.workers()
     mark = workdir / "inside"
@@ -395,8 +409,8 @@ def test_workers_exit_when_the_master_is_killed(launcher: Launcher, kind: list[s
     assert "the master (pid" in server.log() and "is gone; stopping" in server.log()
 
 
-def test_worker_killed_by_someone_else_is_respawned(launcher: Launcher, kind: list[str]) -> None:
-    server = launcher.start(*kind, *FAST, workers=2)
+def test_worker_killed_by_someone_else_is_respawned(launcher: Launcher, any_kind: list[str]) -> None:
+    server = launcher.start(*any_kind, *FAST, workers=2)
     victim, survivor = server.workers()
     os.kill(victim, signal.SIGKILL)
     server.wait_log(rf"worker {victim} was killed by SIGKILL, not by the master")
@@ -407,11 +421,14 @@ def test_worker_killed_by_someone_else_is_respawned(launcher: Launcher, kind: li
     assert "timed out" not in log
 
 
-def test_hung_worker_is_killed_by_the_timeout(launcher: Launcher, kind: list[str]) -> None:
-    server = launcher.start(*kind, *FAST, workers=1)
+def test_hung_worker_is_killed_by_the_timeout(launcher: Launcher, any_kind: list[str]) -> None:
+    server = launcher.start(*any_kind, *FAST, workers=1)
     [hung] = server.workers()
-    # A gthread worker is stuck only once every thread is stuck.
-    hangs = [background_get(server, "/hang", timeout=20) for _ in range(threads_of(kind))]
+    # A gthread or asyncio worker is stuck only once every thread is stuck; a green worker once
+    # its hub is blocked (sleep is cooperative there, so that needs a busy loop).
+    green = any_kind[1] in GREEN
+    path = "/spin" if green else "/hang"
+    hangs = [background_get(server, path, timeout=20) for _ in range(1 if green else threads_of(any_kind))]
     server.wait_log(rf"worker {hung} timed out \(no heartbeat for more than 2s, --timeout\) "
                     r"and was killed by the master with SIG(ABRT|KILL)", timeout=12)
     log = server.log()
@@ -429,8 +446,8 @@ def test_hung_worker_is_killed_by_the_timeout(launcher: Launcher, kind: list[str
 # Zero failed requests under load
 
 
-def test_hup_under_load_fails_no_request(launcher: Launcher, kind: list[str]) -> None:
-    server = launcher.start(*kind, *FAST, workers=2)
+def test_hup_under_load_fails_no_request(launcher: Launcher, any_kind: list[str]) -> None:
+    server = launcher.start(*any_kind, *FAST, workers=2)
     with Load(server, threads=4, limit=6000, pause=0.005) as load:
         load.wait_done(50)
         for generation in (2, 3):
@@ -446,8 +463,8 @@ def test_hup_under_load_fails_no_request(launcher: Launcher, kind: list[str]) ->
     assert "killed" not in server.log()
 
 
-def test_max_requests_recycles_without_failures(launcher: Launcher, kind: list[str]) -> None:
-    server = launcher.start(*kind, *FAST, "--max-requests", "40", "--max-requests-jitter", "10",
+def test_max_requests_recycles_without_failures(launcher: Launcher, any_kind: list[str]) -> None:
+    server = launcher.start(*any_kind, *FAST, "--max-requests", "40", "--max-requests-jitter", "10",
                             workers=2)
     first = server.workers()
     with Load(server, threads=4, limit=400) as load:
@@ -458,8 +475,8 @@ def test_max_requests_recycles_without_failures(launcher: Launcher, kind: list[s
     assert "killed" not in server.log()
 
 
-def test_memory_limit_recycles_without_failures(launcher: Launcher, kind: list[str]) -> None:
-    server = launcher.start(*kind, *FAST, "--max-worker-memory", "64M", workers=2)
+def test_memory_limit_recycles_without_failures(launcher: Launcher, any_kind: list[str]) -> None:
+    server = launcher.start(*any_kind, *FAST, "--max-worker-memory", "64M", workers=2)
     first = server.workers()
     with Load(server, threads=2, limit=300, path="/alloc?mib=2", pause=0.01) as load:
         result = load.finish()
