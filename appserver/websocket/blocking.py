@@ -105,21 +105,6 @@ class WebSocket(KeepAlive):
             self._write(self.session.send_message(data))
             self.last_activity = time.monotonic()
 
-    def close(self, code: int = NORMAL, reason: str = "") -> None:
-        """Start the closing handshake; ``receive()`` returns None once the peer answers."""
-        if not self.accepted:
-            return
-        with self._lock:
-            self._write(self.session.close(code, reason))
-
-    @property
-    def closed(self) -> bool:
-        return self.session.finished
-
-    @property
-    def close_code(self) -> int | None:
-        return self.session.close_code
-
     # ---- for the server ---------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:

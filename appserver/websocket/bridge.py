@@ -78,20 +78,6 @@ class LoopWebSocket(KeepAlive):
             self._write(self.session.send_message(data))
             self.last_activity = time.monotonic()
 
-    def close(self, code: int = NORMAL, reason: str = "") -> None:
-        if not self.accepted:
-            return
-        with self._lock:
-            self._write(self.session.close(code, reason))
-
-    @property
-    def closed(self) -> bool:
-        return self.session.finished
-
-    @property
-    def close_code(self) -> int | None:
-        return self.session.close_code
-
     def finish(self, linger: float = 1.0) -> None:
         """After the app returned (in its thread): close, and wait briefly for the peer's reply."""
         if not self.accepted:

@@ -1,4 +1,5 @@
-"""Keep-alive pings and the idle limit, shared by the WebSocket objects of every worker class.
+"""What the WebSocket objects of every worker class share: closing, keep-alive pings and the
+idle limit.
 
 The worker's main loop (thread or event loop) calls ``keepalive(now, ...)`` on each open
 WebSocket: it sends a ping when the peer has been silent for an interval, fails the connection
@@ -32,7 +33,19 @@ class KeepAlive:
         self.idle_closed_at: float | None = None
 
     def close(self, code: int = NORMAL, reason: str = "") -> None:
-        raise NotImplementedError
+        """Start the closing handshake; ``receive()`` returns None once the peer answers."""
+        if not self.accepted:
+            return
+        with self._lock:
+            self._write(self.session.close(code, reason))
+
+    @property
+    def closed(self) -> bool:
+        return self.session.finished
+
+    @property
+    def close_code(self) -> int | None:
+        return self.session.close_code
 
     def _write(self, data: bytes) -> None:
         raise NotImplementedError

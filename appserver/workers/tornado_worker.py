@@ -27,13 +27,11 @@ class TornadoWorker(AsyncioWorker):
             super().serve()
 
     def _new_loop(self) -> asyncio.AbstractEventLoop:
-        if self.config.asyncio_loop == "auto":
-            # Tornado over uvloop reset a fresh connection right after a WebSocket was aborted
-            # (tests/websocket/test_limits.py, about 1 run in 5); the stdlib loop never did.
-            # uvloop stays available with --loop uvloop.
-            loop = asyncio.new_event_loop()
-        else:
-            loop = super()._new_loop()
+        # Tornado over uvloop reset a fresh connection right after a WebSocket was aborted
+        # (tests/websocket/test_limits.py, about 1 run in 5); the stdlib loop never did.  uvloop
+        # stays available with --loop uvloop.
+        auto = self.config.asyncio_loop == "auto"
+        loop = asyncio.new_event_loop() if auto else super()._new_loop()
         asyncio.set_event_loop(loop)
         from tornado.ioloop import IOLoop
 
