@@ -160,11 +160,30 @@ class HandedOverSocket:
     Bytes read together with the request head come out of ``recv`` first, so the library misses
     nothing; and ``send`` sends everything, as on a blocking socket -- a green (gevent, eventlet)
     socket may send only part, which libraries written for blocking sockets do not expect
-    (simple-websocket ignores what ``send`` returns)."""
+    (simple-websocket ignores what ``send`` returns).
 
-    def __init__(self, sock: socket.socket, prefix: bytes = b"") -> None:
-        self._sock = sock
+    The library gets a descriptor of its own (``make()``, e.g. a ``dup``), made only when it first
+    uses the socket: an app on the native API never pays a second descriptor per connection."""
+
+    def __init__(self, make: Callable[[], socket.socket], prefix: bytes = b"") -> None:
+        self._make = make
+        self._real: socket.socket | None = None
         self._prefix = prefix
+
+    @property
+    def _sock(self) -> socket.socket:
+        if self._real is None:
+            self._real = self._make()
+        return self._real
+
+    @property
+    def used(self) -> bool:
+        return self._real is not None
+
+    def discard(self) -> None:
+        """The server's side: close the library's descriptor if one was made."""
+        if self._real is not None:
+            self._real.close()
 
     def send(self, data: bytes, flags: int = 0) -> int:
         self._sock.sendall(data, flags)

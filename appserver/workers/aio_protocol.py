@@ -224,14 +224,19 @@ class HTTPProtocol(asyncio.Protocol):
                            max_message_size=state.config.websocket_max_message_size,
                            can_write=self.can_write,
                            on_open=lambda ws: self._ws_opened(ws, trailing))
-        raw = self.transport.get_extra_info("socket")
-        dup = socket.socket(fileno=os.dup(raw.fileno()))
-        dup.setblocking(True)
+        fd = self.transport.get_extra_info("socket").fileno()
+
+        def duplicate() -> socket.socket:  # only if a library takes the connection over
+            dup = socket.socket(fileno=os.dup(fd))
+            dup.setblocking(True)
+            return dup
+
+        handed = HandedOverSocket(duplicate, trailing)
         environ = build_environ(state.wsgi, head, InputStream(lambda: b""), peer=self.peer,
                                 local=self.local, is_unix=self.is_unix)
         environ["wsgi.websocket"] = ws
-        environ["gunicorn.socket"] = HandedOverSocket(dup, trailing)
-        future = self.worker.run_in_pool(lambda: self._run_ws_app(environ, ws, head, dup),
+        environ["gunicorn.socket"] = handed
+        future = self.worker.run_in_pool(lambda: self._run_ws_app(environ, ws, head, handed),
                                          long_lived=True)
         future.add_done_callback(lambda f: self._ws_done(f, ws))
 
@@ -244,7 +249,7 @@ class HTTPProtocol(asyncio.Protocol):
             ws.feed(trailing)
 
     def _run_ws_app(self, environ: dict[str, Any], ws: LoopWebSocket, head: RequestHead,
-                    dup: socket.socket) -> tuple[str, bytes]:
+                    handed: HandedOverSocket) -> tuple[str, bytes]:
         """In a pool thread: the app's call; returns what happened and bytes to write."""
         state = self.worker.state
         out: list[bytes] = []
@@ -283,7 +288,7 @@ class HTTPProtocol(asyncio.Protocol):
             if outcome != "hijacked":
                 # Ours.  A library that took it over may still be using it after the app returned
                 # (simple-websocket's reader answers the client's close): it closes it itself.
-                dup.close()
+                handed.discard()
         state.access_log.log(environ, status, response.headers, response.bytes_sent,
                              time.monotonic() - started)
         return outcome, b"".join(out)

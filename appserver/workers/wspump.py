@@ -88,8 +88,8 @@ def serve_websocket(conn: Connection, head: RequestHead) -> bool:
         # returns, the server closes only its own, and a library thread still using the socket
         # (simple-websocket's reader sends the reply to the client's close after the app's
         # receive() has already returned) is not cut off mid-handshake.
-        hijack = conn.sock.dup()
-        environ["gunicorn.socket"] = HandedOverSocket(hijack, trailing)
+        handed = HandedOverSocket(conn.sock.dup, trailing)
+        environ["gunicorn.socket"] = handed
         hijacked = False
         try:
             hijacked = _run_app(conn, head, environ, ws)
@@ -100,7 +100,7 @@ def serve_websocket(conn: Connection, head: RequestHead) -> bool:
                 # closes its own (or it is closed with the last reference to it).
                 conn.close()
             else:
-                hijack.close()
+                handed.discard()
     finally:
         state.long_lived.discard(ident)
         registry.release(ws if ws is not None and ws.accepted else None)
