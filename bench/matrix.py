@@ -1,0 +1,183 @@
+"""What the benchmark compares: worker classes x implementations x scenarios.
+
+Everything selectable by name lives in one of three registries here, so that adding a worker
+class (gevent, eventlet, tornado, asyncio) or a scenario is one line and needs no change to the
+runner.  A *cell* is one (scenario, worker class, implementation) triple: one server started with
+one app and measured by wrk through nginx.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+# ---------------------------------------------------------------------------------------------
+# Implementations: how to start a server.  Templates are str.format strings; every placeholder
+# value is shell-quoted before substitution and the result is split with shlex, so paths with
+# spaces survive.  Placeholders: {python} {workers} {worker_class} {threads} {threads_opt}
+# {socket} {keep_alive} {app}.
+
+OURS = "ours"
+GUNICORN = "gunicorn"
+
+DEFAULT_COMMANDS: dict[str, str] = {
+    OURS: "{python} -m appserver serve -w {workers} -k {worker_class} {threads_opt} "
+          "-b unix:{socket} --keep-alive {keep_alive} {app}",
+    # --no-control-socket: gunicorn 27 otherwise opens ~/.gunicorn/gunicorn.ctl, state outside
+    # the run's temp dir that a gunicorn the user runs elsewhere would collide with.
+    GUNICORN: "{python} -m gunicorn -w {workers} -k {worker_class} {threads_opt} "
+              "-b unix:{socket} --keep-alive {keep_alive} --no-control-socket {app}",
+}
+IMPLEMENTATIONS = (OURS, GUNICORN)  # the order rows are printed in
+
+
+@dataclass(frozen=True)
+class ServerClass:
+    """A worker class as named by ``-k``.
+
+    ``gunicorn`` is gunicorn's name for the equivalent class (the baseline each ratio is taken
+    against), or None where gunicorn 27 has none (it dropped eventlet; its asyncio-flavoured
+    worker, ``asgi``, serves ASGI, not WSGI).  ``needs`` lists modules that must be importable
+    for the class to run at all, checked before anything starts.
+    """
+
+    name: str
+    threads: int = 1
+    gunicorn: str | None = None
+    needs: tuple[str, ...] = ()
+
+    def kclass(self, impl: str) -> str | None:
+        """The ``-k`` value for ``impl``, or None if that implementation lacks the class."""
+        return self.name if impl == OURS else self.gunicorn
+
+
+SERVER_CLASSES: dict[str, ServerClass] = {c.name: c for c in (
+    ServerClass("sync", gunicorn="sync"),
+    ServerClass("gthread", threads=4, gunicorn="gthread"),
+    # Async classes: selectable now, runnable once our server has them and the library is
+    # installed (a missing library is reported before the run starts).
+    ServerClass("gevent", gunicorn="gevent", needs=("gevent",)),
+    ServerClass("eventlet", gunicorn=None, needs=("eventlet",)),
+    ServerClass("tornado", gunicorn="tornado", needs=("tornado",)),
+    ServerClass("asyncio", gunicorn=None),
+)}
+DEFAULT_SERVER_CLASSES = ("sync", "gthread")
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios.
+
+POST_BODY_BYTES = 1024  # passed to lua/post.lua through the environment: one source of truth
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One workload: the app the server runs and how wrk drives it."""
+
+    name: str
+    app: str                  # MODULE:CALLABLE given to the server
+    connections: int          # wrk -c
+    description: str
+    lua: str | None = None    # a script in bench/lua/ that shapes the requests
+    method: str = "GET"       # for the smoke check made before measuring
+    expect_body: bytes | None = None  # the exact body the smoke check must see, when known
+
+    def request_body(self) -> bytes | None:
+        return b"x" * POST_BODY_BYTES if self.method == "POST" else None
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario("hello", "bench.apps:hello", 64, "hello world, c=64",
+             expect_body=b"Hello, world!\n"),
+    Scenario("sleep50", "bench.apps:sleep50", 100,
+             "50 ms I/O-bound app, c=100 (ideal: 2,000 req/s)"),
+    Scenario("onemeg", "bench.apps:onemeg", 16, "1 MiB response, c=16"),
+    Scenario("post", "bench.apps:post_echo", 64,
+             f"{POST_BODY_BYTES}-byte POSTs over upstream keep-alive, c=64",
+             lua="post.lua", method="POST", expect_body=f"{POST_BODY_BYTES}\n".encode()),
+)}
+DEFAULT_SCENARIOS = tuple(SCENARIOS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cells.
+
+
+@dataclass(frozen=True)
+class Cell:
+    scenario: Scenario
+    server_class: ServerClass
+    impl: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.scenario.name}/{self.server_class.name}/{self.impl}"
+
+    @property
+    def baseline_key(self) -> str:
+        return f"{self.scenario.name}/{self.server_class.name}/{GUNICORN}"
+
+
+def build_cells(server_tokens: list[str], scenario_names: list[str]) -> list[Cell]:
+    """Expand ``--servers`` and ``--scenarios`` into cells, ours next to gunicorn.
+
+    A server token is a class name (``sync``: both implementations) or ``IMPL:CLASS``
+    (``gunicorn:sync``: that one only).  Order: scenario, then class, then implementation, so
+    the two sides of each comparison run back to back.
+    """
+    pairs: list[tuple[ServerClass, str]] = []
+    for token in server_tokens:
+        impl, _, name = token.rpartition(":")
+        if name not in SERVER_CLASSES:
+            raise ValueError(f"unknown worker class {name!r}; known: {', '.join(SERVER_CLASSES)}")
+        if impl and impl not in IMPLEMENTATIONS:
+            known = ", ".join(IMPLEMENTATIONS)
+            raise ValueError(f"unknown implementation {impl!r}; known: {known}")
+        cls = SERVER_CLASSES[name]
+        for candidate in (impl,) if impl else IMPLEMENTATIONS:
+            if cls.kclass(candidate) is None:
+                if impl:  # asked for explicitly: say why it cannot run
+                    raise ValueError(f"{candidate} has no {name!r} worker class")
+                continue
+            if (cls, candidate) not in pairs:
+                pairs.append((cls, candidate))
+    cells = []
+    for scenario_name in scenario_names:
+        if scenario_name not in SCENARIOS:
+            raise ValueError(f"unknown scenario {scenario_name!r}; known: {', '.join(SCENARIOS)}")
+        cells += [Cell(SCENARIOS[scenario_name], cls, impl) for cls, impl in pairs]
+    return cells
+
+
+PLACEHOLDERS = ("python", "workers", "worker_class", "threads", "threads_opt", "socket",
+                "keep_alive", "app")
+
+
+def check_template(template: str) -> None:
+    """Fail early, before anything starts, on a template that cannot be filled."""
+    try:
+        argv = shlex.split(template.format(**dict.fromkeys(PLACEHOLDERS, "x")))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"bad command template {template!r}: {exc!r}; placeholders are "
+                         + " ".join("{" + name + "}" for name in PLACEHOLDERS)) from None
+    if not argv:
+        raise ValueError("empty command template")
+
+
+def server_command(template: str, cell: Cell, *, python: str, workers: int, socket: Path,
+                   keep_alive: int) -> list[str]:
+    """Fill an implementation's template for one cell and split it into argv."""
+    kclass = cell.server_class.kclass(cell.impl)
+    assert kclass is not None  # build_cells never makes such a cell
+    threads = cell.server_class.threads
+    values = {
+        "python": python, "workers": str(workers), "worker_class": kclass,
+        "threads": str(threads), "socket": str(socket), "keep_alive": str(keep_alive),
+        "app": cell.scenario.app,
+    }
+    quoted = {key: shlex.quote(value) for key, value in values.items()}
+    # Only classes with a thread pool get --threads, so templates work for classes whose
+    # servers reject or ignore the flag.
+    quoted["threads_opt"] = f"--threads {threads}" if threads > 1 else ""
+    return shlex.split(template.format(**quoted))
