@@ -114,4 +114,5 @@ class LoopWebSocket(KeepAlive):
         if self.session.close_code is None:
             self.session.close_code = ABNORMAL
         self.loop.call_soon_threadsafe(self.transport.abort)
-        self._lock.notify_all()
+        with self._lock:  # (re-entrant: keepalive() may hold it already)
+            self._lock.notify_all()

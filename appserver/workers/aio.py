@@ -126,6 +126,10 @@ class AsyncioWorker(Worker):
         self.state.stopping = True
         for server in servers:
             server.close()
+        # Connections the loop accepted just before are set up by tasks still pending: let them
+        # run, or they would be dropped (and reset) when the loop ends.
+        for _ in range(5):
+            await asyncio.sleep(0.01)
         self.close_websockets()
         deadline = time.monotonic() + self.config.graceful_timeout
         while self.connections and time.monotonic() < deadline:

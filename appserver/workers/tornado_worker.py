@@ -27,15 +27,10 @@ class TornadoWorker(AsyncioWorker):
             super().serve()
 
     def _new_loop(self) -> asyncio.AbstractEventLoop:
-        # Tornado over uvloop reset a fresh connection right after a WebSocket was aborted
-        # (tests/websocket/test_limits.py, about 1 run in 5); the stdlib loop never did.  uvloop
-        # stays available with --loop uvloop.
-        auto = self.config.asyncio_loop == "auto"
-        loop = asyncio.new_event_loop() if auto else super()._new_loop()
+        loop = super()._new_loop()
+        # The current loop: Tornado's IOLoop.current() wraps it on first use (by the app or by
+        # Tornado's HTTPServer).
         asyncio.set_event_loop(loop)
-        from tornado.ioloop import IOLoop
-
-        IOLoop.current()  # Tornado's IOLoop over this asyncio loop
         return loop
 
     def _serve_tornado_app(self, app: Any) -> None:
