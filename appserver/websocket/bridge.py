@@ -15,7 +15,9 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
+from .greenhub import GreenHub, current_hub, greenlet_current
 from .handshake import accept_response
 from .keepalive import KeepAlive
 from .session import ABNORMAL, NORMAL, WebSocketSession
@@ -36,6 +38,7 @@ class LoopWebSocket(KeepAlive):
         self._on_open = on_open
         self.accepted = False
         self.last_received = self.last_activity = time.monotonic()
+        self._parked: tuple[GreenHub, Any] | None = None
         self._init_keepalive()
 
     # ---- the app's API (any thread) ---------------------------------------------------------
@@ -69,7 +72,7 @@ class LoopWebSocket(KeepAlive):
                 wait = None if deadline is None else deadline - time.monotonic()
                 if wait is not None and wait <= 0:
                     return None
-                self._lock.wait(wait)
+                self._wait(wait)
 
     def send(self, data: str | bytes) -> None:
         self.accept()
@@ -86,7 +89,31 @@ class LoopWebSocket(KeepAlive):
         deadline = time.monotonic() + linger
         with self._lock:
             while not self.session.closed and time.monotonic() < deadline:
-                self._lock.wait(deadline - time.monotonic())
+                self._wait(deadline - time.monotonic())
+
+    def _wait(self, timeout: float | None) -> None:
+        """Wait (holding ``_lock``) until ``feed`` or ``_drop`` wakes us, or ``timeout`` passes.
+        In a hub greenlet the thread is given back to the hub meanwhile (see greenhub)."""
+        hub = current_hub()
+        if hub is None:
+            self._lock.wait(timeout)
+            return
+        self._parked = (hub, greenlet_current())
+        if timeout is not None:
+            self.loop.call_soon_threadsafe(self.loop.call_later, max(0.0, timeout), self._wake)
+        self._lock.release()
+        try:
+            hub.park()
+        finally:
+            self._lock.acquire()
+
+    def _wake(self) -> None:
+        """Resume a handler parked in ``_wait`` (any thread)."""
+        with self._lock:
+            parked, self._parked = self._parked, None
+            self._lock.notify_all()
+        if parked is not None:
+            parked[0].resume(parked[1])
 
     # ---- the loop's side ----------------------------------------------------------------------
 
@@ -96,7 +123,7 @@ class LoopWebSocket(KeepAlive):
             out = self.session.receive_data(data)
             if out:
                 self.transport.write(out)
-            self._lock.notify_all()
+        self._wake()
         if self.session.closed or (data is None):
             self.transport.close()
 
@@ -114,5 +141,4 @@ class LoopWebSocket(KeepAlive):
         if self.session.close_code is None:
             self.session.close_code = ABNORMAL
         self.loop.call_soon_threadsafe(self.transport.abort)
-        with self._lock:  # (re-entrant: keepalive() may hold it already)
-            self._lock.notify_all()
+        self._wake()

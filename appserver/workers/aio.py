@@ -29,12 +29,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from ..websocket import greenhub
 from .aio_protocol import HTTPProtocol
 from .base import Worker, log
 from .pump import IDLE_CLOSE_DURING_STOP
 
 T = TypeVar("T")
 DEFAULT_POOL = 64
+WS_HUBS = 4
 
 
 class AsyncioWorker(Worker):
@@ -49,6 +51,8 @@ class AsyncioWorker(Worker):
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="appserver-app")
         self.ws_executor = ThreadPoolExecutor(self.config.websocket_max_connections,
                                               thread_name_prefix="appserver-ws")
+        # Native WebSocket handlers park as greenlets instead of holding a thread each.
+        self.ws_hubs = greenhub.HubPool(WS_HUBS) if greenhub.available() else None
         self.connections: set[HTTPProtocol] = set()
         self._started: dict[int, float] = {}
         try:
@@ -56,6 +60,8 @@ class AsyncioWorker(Worker):
         finally:
             self.executor.shutdown(wait=False, cancel_futures=True)
             self.ws_executor.shutdown(wait=False, cancel_futures=True)
+            if self.ws_hubs is not None:
+                self.ws_hubs.stop()
             self.loop.close()
 
     def _new_loop(self) -> asyncio.AbstractEventLoop:
@@ -110,6 +116,8 @@ class AsyncioWorker(Worker):
     def run_in_pool(self, func: Callable[[], T], *, long_lived: bool = False) -> asyncio.Future[T]:
         """Run ``func`` in the app pool (or the WebSocket pool), tracking stuck threads."""
         if long_lived:
+            if self.ws_hubs is not None:
+                return asyncio.wrap_future(self.ws_hubs.submit(func), loop=self.loop)
             return self.loop.run_in_executor(self.ws_executor, func)
 
         def tracked() -> T:
