@@ -159,9 +159,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              + ". Default: %(default)r.")
     parser.add_argument("--uvicorn-cmd", default=DEFAULT_COMMANDS[UVICORN],
                         help="Command template for uvicorn. Default: %(default)r.")
-    parser.add_argument("--start-timeout", type=float, default=30.0)
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--keep-tmp", action="store_true")
+    parser.add_argument("--start-timeout", type=float, default=30.0,
+                        help="Seconds a server gets to answer its first request through nginx. "
+                             "Default: %(default)s.")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
+                        help="Where the JSON and markdown results go. Default: bench/results.")
+    parser.add_argument("--keep-tmp", action="store_true",
+                        help="Keep the run's temp dir (nginx config and logs, server and client "
+                             "logs).")
     args = parser.parse_args(argv)
     if args.quick:
         args.runs, args.duration, args.hold = 1, 2, 2.0

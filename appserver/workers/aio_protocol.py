@@ -214,6 +214,20 @@ class HTTPProtocol(asyncio.Protocol):
             self.transport.write(error_response(503, "too many WebSockets open; try again later"))
             self.transport.close()
             return
+        try:
+            self._hand_to_app(head, key, offered)
+        except Exception:
+            # Whatever failed before the app got the request, the reserved place comes back.
+            registry.release(None)
+            self.upgrading = False
+            log.exception("WebSocket upgrade for %s failed", head.target.decode("latin-1", "replace"))
+            if not self.closed:
+                self.transport.write(error_response(500))
+                self.transport.close()
+
+    def _hand_to_app(self, head: RequestHead, key: bytes, offered: list[str]) -> None:
+        state = self.worker.state
+        assert self.transport is not None
         state.count_request()
         self.upgrading = True
         event = self.parser.next_event()
