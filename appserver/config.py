@@ -13,16 +13,17 @@ what is allowed.
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from .binds import BindAddress, parse_bind
+from .machine import default_heartbeat_dir, default_workers
 
 # Worker classes known to the server; each is imported lazily by appserver.workers.
 WORKER_CLASSES = ("sync", "gthread", "gevent", "eventlet", "tornado", "asyncio")
@@ -98,96 +99,6 @@ def setting(default: Any = None, *, help: str, cli: tuple[str, ...] = (), **kwar
     if callable(default):
         return Field(default_factory=default, description=help, json_schema_extra=extra, **kwargs)
     return Field(default=default, description=help, json_schema_extra=extra, **kwargs)
-
-
-# --------------------------------------------------------------------------------------------
-# CPU count that this process may really use.
-
-
-def usable_cpu_count() -> int:
-    """Cores this process may run on: its CPU affinity, capped by a cgroup CPU quota."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    quota = _cgroup_cpu_quota()
-    if quota is not None:
-        cpus = min(cpus, max(1, math.ceil(quota)))
-    return max(1, cpus)
-
-
-def _cgroup_cpu_quota() -> float | None:
-    """The container's CPU quota in cores (cgroup v2 ``cpu.max`` or v1 cfs files), if any."""
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            return int(quota) / int(period)
-        return None
-    except (OSError, ValueError):
-        pass
-    try:
-        q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        p = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-        return q / p if q > 0 and p > 0 else None
-    except (OSError, ValueError):
-        return None
-
-
-def default_workers() -> int:
-    return 2 * usable_cpu_count() + 1
-
-
-def default_heartbeat_dir() -> str | None:
-    """A tmpfs when there is one (gunicorn #1194: a disk-backed heartbeat stalls in Docker)."""
-    shm = "/dev/shm"
-    if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK):
-        return shm
-    return None  # the system temp dir
-
-
-# --------------------------------------------------------------------------------------------
-# Bind addresses.
-
-
-@dataclass(frozen=True)
-class BindAddress:
-    """One listening address: ``kind`` is "tcp", "unix" or "fd"."""
-
-    kind: Literal["tcp", "unix", "fd"]
-    host: str = ""
-    port: int = 0
-    path: str = ""
-    fd: int = -1
-
-    def __str__(self) -> str:
-        if self.kind == "unix":
-            return f"unix:{self.path}"
-        if self.kind == "fd":
-            return f"fd://{self.fd}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-
-def parse_bind(text: str) -> BindAddress:
-    """Parse ``HOST:PORT``, ``[::1]:PORT``, ``HOST`` (port 8000), ``unix:PATH`` or ``fd://N``."""
-    if text.startswith("unix:"):
-        path = text[5:].removeprefix("//")
-        if not path:
-            raise ValueError(f"{text!r}: unix: needs a path, e.g. unix:/run/app/app.sock")
-        return BindAddress("unix", path=path)
-    if text.startswith("fd://"):
-        if not text[5:].isdigit():
-            raise ValueError(f"{text!r}: fd:// needs a file descriptor number, e.g. fd://3")
-        return BindAddress("fd", fd=int(text[5:]))
-    match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::(\d+))?|([^:\[\]]*)(?::(\d+))?", text)
-    if not match:
-        raise ValueError(f"{text!r} is not HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N")
-    host = match.group(1) or match.group(3) or "0.0.0.0"
-    port_text = match.group(2) or match.group(4)
-    port = int(port_text) if port_text else 8000
-    if not 0 <= port <= 65535:
-        raise ValueError(f"{text!r}: port {port} is outside 0-65535")
-    return BindAddress("tcp", host=host, port=port)
 
 
 # --------------------------------------------------------------------------------------------

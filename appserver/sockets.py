@@ -14,7 +14,7 @@ import socket
 import stat
 from collections.abc import Iterable
 
-from .config import BindAddress
+from .binds import BindAddress
 
 FDS_ENV = "APPSERVER_FDS"
 

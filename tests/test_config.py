@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from appserver import config
+from appserver import machine
+from appserver.binds import parse_bind
 from appserver.config import (
     HARD_MAX_FIELD_SIZE,
     HARD_MAX_FIELDS,
@@ -20,11 +21,9 @@ from appserver.config import (
     ConfigError,
     ServerConfig,
     config_as_toml,
-    default_workers,
     load_config,
-    parse_bind,
-    usable_cpu_count,
 )
+from appserver.machine import default_workers, usable_cpu_count
 
 MiB = 1 << 20
 
@@ -252,7 +251,7 @@ def test_without_affinity_the_cpu_count_is_used(monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setattr(os, "sched_getaffinity", no_affinity)
     monkeypatch.setattr(os, "cpu_count", lambda: 6)
-    monkeypatch.setattr(config, "Path", lambda p: tmp_path / p.lstrip("/"))  # no cgroup files
+    monkeypatch.setattr(machine, "Path", lambda p: tmp_path / p.lstrip("/"))  # no cgroup files
     assert usable_cpu_count() == 6
 
 
@@ -274,7 +273,7 @@ def test_container_cpu_quota(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fi
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    monkeypatch.setattr(config, "Path", lambda p: tmp_path / p.lstrip("/"))
+    monkeypatch.setattr(machine, "Path", lambda p: tmp_path / p.lstrip("/"))
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
     assert usable_cpu_count() == cpus
     assert default_workers() == 2 * cpus + 1

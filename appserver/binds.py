@@ -1,0 +1,49 @@
+"""Listening addresses as the settings spell them: ``HOST:PORT``, ``[::1]:PORT``, ``unix:PATH``,
+``fd://N`` (parsing only; binding is appserver.sockets)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class BindAddress:
+    """One listening address: ``kind`` is "tcp", "unix" or "fd"."""
+
+    kind: Literal["tcp", "unix", "fd"]
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    fd: int = -1
+
+    def __str__(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        if self.kind == "fd":
+            return f"fd://{self.fd}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_bind(text: str) -> BindAddress:
+    """Parse ``HOST:PORT``, ``[::1]:PORT``, ``HOST`` (port 8000), ``unix:PATH`` or ``fd://N``."""
+    if text.startswith("unix:"):
+        path = text[5:].removeprefix("//")
+        if not path:
+            raise ValueError(f"{text!r}: unix: needs a path, e.g. unix:/run/app/app.sock")
+        return BindAddress("unix", path=path)
+    if text.startswith("fd://"):
+        if not text[5:].isdigit():
+            raise ValueError(f"{text!r}: fd:// needs a file descriptor number, e.g. fd://3")
+        return BindAddress("fd", fd=int(text[5:]))
+    match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::(\d+))?|([^:\[\]]*)(?::(\d+))?", text)
+    if not match:
+        raise ValueError(f"{text!r} is not HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N")
+    host = match.group(1) or match.group(3) or "0.0.0.0"
+    port_text = match.group(2) or match.group(4)
+    port = int(port_text) if port_text else 8000
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{text!r}: port {port} is outside 0-65535")
+    return BindAddress("tcp", host=host, port=port)
