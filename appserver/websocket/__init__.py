@@ -1,5 +1,5 @@
-"""WebSockets for WSGI apps: a sans-I/O session over wsproto, the handshake, and the blocking
-``environ['wsgi.websocket']`` object used by the thread-based workers."""
+"""WebSockets for WSGI apps: a sans-I/O session over the ``websockets`` package's protocol, the
+handshake, and the ``environ['wsgi.websocket']`` objects the workers hand to apps."""
 
 from .handshake import HandshakeError, accept_response, check_upgrade
 from .session import WebSocketSession

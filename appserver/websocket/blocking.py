@@ -28,6 +28,7 @@ from .session import ABNORMAL, NORMAL, WebSocketSession
 GOING_AWAY = 1001
 SERVICE_RESTART = 1012
 RECV_SIZE = 65536
+LINGER_LIMIT = 10.0  # longest wait for the peer to end the connection after the close
 
 
 class WebSocket(KeepAlive):
@@ -132,17 +133,31 @@ class WebSocket(KeepAlive):
         if not self.accepted:
             return
         self.close(NORMAL)
-        deadline = time.monotonic() + linger
-        while not self.session.closed and time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+        # Read until the peer ends the connection: its close frame completes the handshake, and
+        # whatever it still sends after ours -- the rest of an over-size message, say -- is read
+        # and dropped, so that closing the socket does not answer it with a reset that destroys
+        # our close frame on its way (a lingering close).  Bounded three ways: ``linger``
+        # seconds of silence, LINGER_LIMIT seconds in all, and twice the message limit in bytes.
+        deadline = time.monotonic() + LINGER_LIMIT
+        budget = 2 * self.session.max_message_size + RECV_SIZE
+        shut = False
+        while budget > 0:
+            if self.session.closed and not shut:
+                self._finish_close()
+                shut = True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self.sock.settimeout(min(linger, remaining))
             try:
                 data = self.sock.recv(RECV_SIZE)
             except OSError:
                 break
-            with self._lock:
-                self._write(self.session.receive_data(data or None))
             if not data:
                 break
+            budget -= len(data)
+            with self._lock:
+                self._write(self.session.receive_data(data))
 
     def _drop(self) -> None:
         """Cut the connection: the app's blocked receive() wakes up and returns None."""

@@ -22,6 +22,9 @@ from .handshake import accept_response
 from .keepalive import KeepAlive
 from .session import ABNORMAL, NORMAL, WebSocketSession
 
+LINGER_IDLE = 1.0    # seconds of silence that end a lingering close
+LINGER_LIMIT = 10.0  # longest lingering close
+
 
 class LoopWebSocket(KeepAlive):
     def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, key: bytes,
@@ -39,6 +42,9 @@ class LoopWebSocket(KeepAlive):
         self.accepted = False
         self.last_received = self.last_activity = time.monotonic()
         self._parked: tuple[GreenHub, Any] | None = None
+        self._linger_until: float | None = None
+        self._linger_budget = 0
+        self._linger_timer: asyncio.TimerHandle | None = None
         self._init_keepalive()
 
     # ---- the app's API (any thread) ---------------------------------------------------------
@@ -124,8 +130,31 @@ class LoopWebSocket(KeepAlive):
             if out:
                 self.transport.write(out)
         self._wake()
-        if self.session.closed or (data is None):
+        if data is None:
             self.transport.close()
+        elif self.session.closed:
+            self._linger(len(data))
+
+    def _linger(self, received: int) -> None:
+        """The session is over but the peer still sends: half-close, keep reading (and dropping)
+        until it ends the connection, then close -- closing with unread bytes would answer them
+        with a reset that can destroy our close frame on its way (see blocking.finish).  Bounded
+        by LINGER_IDLE seconds of silence, LINGER_LIMIT in all and twice the message limit."""
+        now = time.monotonic()
+        if self._linger_until is None:
+            self._linger_until = now + LINGER_LIMIT
+            self._linger_budget = 2 * self.session.max_message_size
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+        else:
+            self._linger_budget -= received
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+        if self._linger_budget <= 0 or now >= self._linger_until:
+            self.transport.close()
+            return
+        self._linger_timer = self.loop.call_later(min(LINGER_IDLE, self._linger_until - now),
+                                                  self.transport.close)
 
     def _write(self, data: bytes) -> None:
         if data:

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-
-from wsproto.utilities import generate_accept_token
+import hashlib
 
 from ..http.events import RequestHead
 from ..http.response import check_header, serialize_head
+
+# RFC 6455 §1.3: the accept token is base64(SHA-1(key + this GUID)).
+ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def accept_token(key: bytes) -> str:
+    return base64.b64encode(hashlib.sha1(key + ACCEPT_GUID).digest()).decode("ascii")
 
 
 class HandshakeError(Exception):
@@ -54,7 +60,7 @@ def accept_response(key: bytes, subprotocol: str | None = None,
                     headers: list[tuple[str, str]] | None = None) -> bytes:
     """The 101 response that completes the handshake (no extensions are negotiated)."""
     fields: list[tuple[str, str]] = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
-                                     ("Sec-WebSocket-Accept", generate_accept_token(key).decode("ascii"))]
+                                     ("Sec-WebSocket-Accept", accept_token(key))]
     if subprotocol:
         fields.append(("Sec-WebSocket-Protocol", subprotocol))
     for name, value in headers or []:

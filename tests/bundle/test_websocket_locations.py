@@ -2,7 +2,7 @@
 
 The repository's settings (``nginx.websocket_locations = ["/ws/"]``, gthread, one worker) on free
 ports; the sample app's chat at /ws/chat is the WebSocket app.  The clients are a few lines over
-wsproto (the server's own WebSocket library), so this runs wherever the server does; the chat
+wsproto, a WebSocket library independent of the server's (which uses ``websockets``); the chat
 page in a real browser is tests/browser/test_chat.py.
 """
 

@@ -165,10 +165,13 @@ def test_server_close_then_eof_and_no_reuse(server: Server) -> None:
         assert rest is not None and b"HTTP/" not in rest
 
 
-def test_close_without_status_is_answered_with_1000(server: Server) -> None:
+def test_close_without_status_is_echoed_and_the_connection_ends(server: Server) -> None:
+    # RFC 6455 §5.5.1: the reply echoes the close it received -- here, one with no status.
     with RawWebSocket(server.address, "/native/echo") as ws:
         ws.send(OP_CLOSE, b"")
-        assert ws.recv_frame().close == (1000, "")
+        frame = ws.recv_frame()
+        assert frame.opcode == OP_CLOSE and frame.payload == b""
+        assert ws.at_eof() == b""
 
 
 # ---- bad frames -----------------------------------------------------------------------------

@@ -52,12 +52,16 @@ def wsc_connect(address: str, path: str, timeout: float = 10.0, **options: Any) 
 
 
 def close_frame_of(ws: websocket.WebSocket, timeout: float = 10.0) -> tuple[int | None, str]:
-    """Read frames until the server's close frame arrives; its (code, reason)."""
+    """Read frames until the server's close frame arrives; its (code, reason).
+
+    Raw frames: websocket-client's message reader answers a close frame itself, and that reply
+    fails with a broken pipe when the server failed the connection and closed it at once (as
+    RFC 6455 §7.1.7 has it) -- after the close frame had arrived."""
     deadline = time.monotonic() + timeout
     while True:
         ws.settimeout(max(0.05, deadline - time.monotonic()))
-        opcode, frame = ws.recv_data_frame(control_frame=True)
-        if opcode == websocket.ABNF.OPCODE_CLOSE:
+        frame = ws.recv_frame()
+        if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
             return parse_close(frame.data)
         if time.monotonic() > deadline:
             raise TimeoutError("no close frame")
