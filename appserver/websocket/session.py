@@ -24,9 +24,10 @@ from __future__ import annotations
 import codecs
 import logging
 from collections import deque
+from typing import cast
 
 from websockets.exceptions import ProtocolError
-from websockets.frames import Opcode
+from websockets.frames import Frame, Opcode
 from websockets.protocol import OPEN, SERVER, Protocol
 
 MESSAGE_TOO_BIG = 1009
@@ -97,12 +98,15 @@ class WebSocketSession:
             proto.receive_eof()
         else:
             proto.receive_data(data)
-        for frame in proto.events_received():
+        # A Protocol already in the OPEN state only ever produces frames (the handshake events
+        # belong to its client/server subclasses, which this does not use); a parsed frame's
+        # payload is bytes.
+        for frame in cast("list[Frame]", proto.events_received()):
             opcode = frame.opcode
             if opcode is TEXT or opcode is BINARY or opcode is CONT:
                 self.data_frames += 1
                 if self.close_code is None:
-                    self._on_data(opcode, frame.data, frame.fin)
+                    self._on_data(opcode, cast(bytes, frame.data), frame.fin)
             elif opcode is PONG:
                 self.pongs += 1
             elif opcode is CLOSE and self.close_code is None:
