@@ -72,7 +72,8 @@ class WebSocket(KeepAlive):
     def receive(self, timeout: float | None = None) -> str | bytes | None:
         """The next message (str for text, bytes for binary); None once the WebSocket is closed,
         or when ``timeout`` seconds pass without one (then ``closed`` is still False)."""
-        self.accept()
+        if not self.accepted:
+            self.accept()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:
@@ -101,7 +102,8 @@ class WebSocket(KeepAlive):
                 self._write(self.session.receive_data(data or None))
 
     def send(self, data: str | bytes) -> None:
-        self.accept()
+        if not self.accepted:
+            self.accept()
         with self._lock:
             self._write(self.session.send_message(data))
             self.last_activity = time.monotonic()

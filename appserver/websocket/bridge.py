@@ -66,7 +66,8 @@ class LoopWebSocket(KeepAlive):
         self._on_open(self)
 
     def receive(self, timeout: float | None = None) -> str | bytes | None:
-        self.accept()
+        if not self.accepted:
+            self.accept()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while True:
@@ -81,7 +82,8 @@ class LoopWebSocket(KeepAlive):
                 self._wait(wait)
 
     def send(self, data: str | bytes) -> None:
-        self.accept()
+        if not self.accepted:
+            self.accept()
         self._can_write.wait(30.0)  # the loop clears it while the transport's buffer is full
         with self._lock:
             self._write(self.session.send_message(data))
