@@ -30,8 +30,8 @@ from typing import Any
 from . import policy
 from .config import ConfigError, ServerConfig, load_config
 from .heartbeat import STOP_RESTART, STOP_SHUTDOWN, Heartbeat
-from .logs import check_log_paths, reopen_error_log, setup_error_log
-from .sockets import FDS_ENV, Listener, bind_all, inherited_sockets
+from .logs import ReopenableStreamHandler, check_log_paths, reopen_error_log, setup_error_log
+from .sockets import FDS_ENV, Listener, bind_all, discard, inherited_sockets
 from .upgrade import PARENT_ENV, Upgrader
 from .workers import load_worker_class
 
@@ -92,7 +92,13 @@ class Arbiter:
                                   inherited=inherited_sockets())
         os.environ.pop(FDS_ENV, None)
         self.upgrader.adopt_parent(os.environ.pop(PARENT_ENV, None))
-        self.upgrader.write_pidfile()
+        try:
+            self.upgrader.write_pidfile()
+        except OSError as exc:
+            directory = os.path.dirname(self.upgrader.pidfile or "") or "."
+            raise OSError(f"--pid {config.pidfile}: cannot write the pid file: {exc.strerror}; "
+                          f"let the server's user write to {directory}, or choose another "
+                          f"path") from None
         self._wake_r, self._wake_w = os.pipe()
         for fd in (self._wake_r, self._wake_w):
             os.set_blocking(fd, False)
@@ -112,8 +118,14 @@ class Arbiter:
     def run(self) -> int:
         try:
             self.start()
-        except Exception:
+        except Exception as exc:
+            # Nothing half-started: no listening socket, socket file or pid file is left.
+            discard(self.listeners)
+            self.listeners = []
             self.upgrader.remove_pidfile()
+            if self.config.errorlog != "-" and any(
+                    isinstance(h, ReopenableStreamHandler) for h in logging.getLogger().handlers):
+                log.error("cannot start: %s", exc)  # stderr has it too (appserver.cli)
             raise
         try:
             while True:
@@ -251,14 +263,22 @@ class Arbiter:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
+            booted = worker.heartbeat.booted
             worker.heartbeat.close()
-            self._explain(worker, status)
+            self._explain(worker, status, booted)
 
-    def _explain(self, worker: WorkerRecord, status: int) -> None:
+    def _explain(self, worker: WorkerRecord, status: int, booted: bool = False) -> None:
         verdict = policy.describe_exit(
             worker.pid, status, aborted_by_master=worker.abort_sent_at is not None,
             killed_by_master=worker.killed, asked_to_stop=worker.retiring_since is not None,
             timeout=self.config.timeout)
+        if verdict.reason is policy.Reason.APP_LOAD_ERROR and booted:
+            # A worker that had loaded the app and booted: the app (or a library) ended the
+            # process with the status we use for load errors.  A crash, not a reason to stop.
+            verdict = policy.ExitVerdict(
+                policy.Reason.CRASHED, f"worker {worker.pid} exited with status "
+                f"{policy.EXIT_APP_LOAD_ERROR} after it had booted (the app ended it; not an "
+                f"app load error)", "error")
         getattr(log, verdict.level)("%s", verdict.message)
         if verdict.reason is policy.Reason.STOPPED:
             self._recent_failures = 0
@@ -332,13 +352,17 @@ class Arbiter:
     def _rebind(self, config: ServerConfig) -> list[Listener]:
         kept = {str(listener.address): listener for listener in self.listeners}
         result = []
-        for address in config.addresses:
-            listener = kept.get(str(address))
-            if listener is None:
-                listener = bind_all([address], backlog=config.backlog,
-                                    socket_mode=config.socket_mode,
-                                    socket_group=config.socket_group)[0]
-            result.append(listener)
+        try:
+            for address in config.addresses:
+                listener = kept.get(str(address))
+                if listener is None:
+                    listener = bind_all([address], backlog=config.backlog,
+                                        socket_mode=config.socket_mode,
+                                        socket_group=config.socket_group)[0]
+                result.append(listener)
+        except BaseException:
+            discard(listener for listener in result if listener not in self.listeners)
+            raise
         return result
 
     def check_reload(self) -> None:

@@ -6,6 +6,7 @@ mode writes one object per line with the same information under readable names.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -64,14 +65,40 @@ def setup_error_log(config: ServerConfig) -> ReopenableStreamHandler:
 
 
 def check_log_paths(config: ServerConfig) -> None:
-    """Fail at start-up, not in a worker, when a log file cannot be written."""
-    for label, path in (("--error-logfile", config.errorlog), ("--access-logfile", config.accesslog)):
-        if path and path != "-":
+    """Fail at start-up, not in a worker, when a log file cannot be written (and then leave no
+    empty log file that this check created)."""
+    created: list[str] = []
+    try:
+        for label, path in (("--error-logfile", config.errorlog),
+                            ("--access-logfile", config.accesslog)):
+            if path and path != "-":
+                existed = os.path.lexists(path)
+                try:
+                    with open(path, "a"):
+                        pass
+                except OSError as exc:
+                    raise OSError(f"{label} {path}: cannot open for writing: {exc.strerror}; "
+                                  f"{_log_path_fix(exc, path)}") from None
+                if not existed:
+                    created.append(path)
+    except OSError:
+        for path in created:
             try:
-                with open(path, "a"):
-                    pass
-            except OSError as exc:
-                raise OSError(f"{label} {path}: cannot open for writing: {exc.strerror}") from None
+                os.unlink(path)
+            except OSError:
+                pass
+        raise
+
+
+def _log_path_fix(exc: OSError, path: str) -> str:
+    directory = os.path.dirname(os.path.abspath(path))
+    if exc.errno == errno.ENOENT:
+        return f"create the directory {directory}, or choose another path"
+    if exc.errno == errno.EISDIR:
+        return "that is a directory: name a file in it"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"let the server's user write to {directory}, or choose another path"
+    return "choose another path"
 
 
 def reopen_error_log() -> None:

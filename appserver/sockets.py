@@ -32,6 +32,7 @@ class Listener:
         self.is_unix = sock.family == socket.AF_UNIX
         self.local = sock.getsockname()
         self._inode = _inode(address.path) if self.is_unix and address.kind == "unix" else None
+        self.created = False  # this process created its socket file (not inherited)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -50,6 +51,13 @@ class Listener:
                 os.unlink(self.address.path)
             except OSError:
                 pass
+
+
+def discard(listeners: Iterable[Listener]) -> None:
+    """Undo a start that failed: close the listeners and remove the socket files this process
+    created (never an inherited one: the master that passed it may still be serving on it)."""
+    for listener in listeners:
+        listener.close(unlink=listener.created)
 
 
 def _inode(path: str) -> tuple[int, int] | None:
@@ -101,8 +109,7 @@ def bind_all(addresses: Iterable[BindAddress], *, backlog: int, socket_mode: int
             listeners.append(bind(address, backlog=backlog, socket_mode=socket_mode,
                                   socket_group=socket_group))
     except BaseException:
-        for listener in listeners:
-            listener.close(unlink=False)
+        discard(listeners)
         raise
     for leftover in pool:  # inherited but no longer configured
         leftover.close()
@@ -135,7 +142,8 @@ def _bind_tcp(address: BindAddress, backlog: int) -> Listener:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise BindError(f"{address}: address already in use (another server listens there)") from None
+            raise BindError(f"{address}: address already in use (another server listens there); "
+                            f"stop that server, or bind another port") from None
         raise BindError(f"{address}: cannot listen: {exc.strerror}") from None
     sock.set_inheritable(True)
     return Listener(sock, address)
@@ -145,7 +153,8 @@ def _bind_unix(address: BindAddress, backlog: int, mode: int, group: str | None)
     path = address.path
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise BindError(f"{address}: directory {directory} does not exist")
+        raise BindError(f"{address}: directory {directory} does not exist; create it "
+                        f"(mkdir -p {directory}) or bind a socket elsewhere")
     _remove_stale_socket(address)
     gid = _group_id(address, group) if group is not None else None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -168,7 +177,9 @@ def _bind_unix(address: BindAddress, backlog: int, mode: int, group: str | None)
         os.unlink(path)
         raise BindError(f"{address}: cannot set up the socket: {exc.strerror}") from None
     sock.set_inheritable(True)
-    return Listener(sock, address)
+    listener = Listener(sock, address)
+    listener.created = True
+    return listener
 
 
 def _remove_stale_socket(address: BindAddress) -> None:
@@ -190,7 +201,8 @@ def _remove_stale_socket(address: BindAddress) -> None:
         if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
             raise BindError(f"{address}: cannot check the existing socket: {exc.strerror}") from None
     else:
-        raise BindError(f"{address}: a server is already listening on {path}; refusing to steal it")
+        raise BindError(f"{address}: a server is already listening on {path}; refusing to steal "
+                        f"it (stop that server first, or bind another path)")
     finally:
         probe.close()
     try:
