@@ -132,7 +132,8 @@ class ServerConfig(BaseModel):
         "when installed).")
     worker_connections: int = setting(
         1000, cli=("--worker-connections",), ge=1, le=1_000_000,
-        help="Most simultaneous connections one worker holds (gthread and async classes).")
+        help="Most simultaneous connections one worker holds (gthread and async classes; for sync, "
+             "the connections waiting for their request heads).")
     timeout: int = setting(
         30, cli=("-t", "--timeout"), ge=0, le=86400,
         help="Seconds a worker may stay silent (no heartbeat) before the master aborts it. 0: never.")
@@ -318,6 +319,8 @@ def file_layer(path: str | os.PathLike[str]) -> Layer:
         raise ConfigError(f"{path}: settings file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not UTF-8
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
     server = data.get("server", {})
     if not isinstance(server, dict):
         raise ConfigError(f"{path}: [server] must be a table, got {server!r}")
