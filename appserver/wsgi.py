@@ -272,7 +272,7 @@ class Response:
 
     __slots__ = ("send", "method", "version", "want_keep_alive", "status", "status_code",
                  "headers", "headers_sent", "content_length", "chunked", "body_allowed",
-                 "bytes_sent", "keep_alive", "before_head")
+                 "bytes_sent", "keep_alive", "before_head", "app_date")
 
     def __init__(self, send: Callable[[bytes], None], method: str, version: str,
                  keep_alive: bool) -> None:
@@ -289,6 +289,7 @@ class Response:
         self.body_allowed = True
         self.bytes_sent = 0        # body bytes, excluding framing
         self.keep_alive = keep_alive
+        self.app_date = False      # the app sent its own Date
         # Called just before the head is serialised: the connection may veto keep-alive then.
         self.before_head: Callable[[Response], None] | None = None
 
@@ -308,6 +309,7 @@ class Response:
         kept: list[tuple[str, str]] = []
         content_length = None
         keep_alive = self.want_keep_alive
+        app_date = False
         for item in headers:
             if type(item) is not tuple or len(item) != 2:  # noqa: E721
                 raise ResponseError(f"header {item!r} is not a (name, value) tuple")
@@ -327,9 +329,12 @@ class Response:
                 if content_length is not None or code < 200 or code == 204:
                     continue  # a repeat, or a status that must not have one (RFC 9110 §8.6)
                 content_length = int(digits)
+            elif lname == "date":
+                app_date = True
             kept.append((name, value))
         self.status, self.status_code, self.headers = status, code, kept
         self.content_length = content_length
+        self.app_date = app_date
         self.keep_alive = keep_alive
         return self.write
 
@@ -353,7 +358,9 @@ class Response:
                     headers.append(("Transfer-Encoding", "chunked"))
                 else:
                     self.keep_alive = False  # close-delimited (RFC 9112 §6.3 item 8)
-        headers.append(("Date", http_date()))
+        if not self.app_date:
+            # Date is a singleton field (RFC 9110 §6.6.1, §5.3): the app's own stands alone.
+            headers.append(("Date", http_date()))
         if not self.keep_alive:
             headers.append(("Connection", "close"))
         elif self.version == "1.0":

@@ -47,6 +47,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.peer: tuple[str, int] | None = None
         self.cycle: RequestCycle | None = None
         self.body_complete = True
+        self.body_failed = False  # the running request's body broke HTTP (see _request_done)
         self.ws: LoopWebSocket | None = None
         self.upgrading = False
         self.hijacked = False
@@ -77,8 +78,13 @@ class HTTPProtocol(asyncio.Protocol):
         try:
             self.parser.feed(data)
         except ProtocolError as exc:
-            self._reject(exc)
-            return
+            if self.cycle is None:
+                self._reject(exc)
+                return
+            # A request is running: an error in its body goes to the app through the body
+            # (_feed_body); one in a later request is answered after this response, when
+            # next_event() raises it again (_request_done).  Writing the error now would put a
+            # second response on the wire, or one ahead of the answer to an earlier request.
         if self.cycle is not None:
             self._feed_body()
         elif not self.upgrading:
@@ -138,6 +144,7 @@ class HTTPProtocol(asyncio.Protocol):
         keep_alive = event.keep_alive and state.keep_alive and more
         self.cycle = RequestCycle(self, event, keep_alive)
         self.body_complete = False
+        self.body_failed = False
         self._feed_body()
         self.worker.run_in_pool(self.cycle.run).add_done_callback(self._request_done)
 
@@ -150,6 +157,7 @@ class HTTPProtocol(asyncio.Protocol):
             except ProtocolError as exc:
                 cycle.body.finish(exc)
                 self.body_complete = True
+                self.body_failed = True
                 return
             if event is NEED_DATA:
                 return
@@ -174,8 +182,11 @@ class HTTPProtocol(asyncio.Protocol):
             return
         if out:
             transport.write(out)
-        if not self.body_complete:
-            keep_alive = False  # the rest of the body is still coming: nothing to parse after it
+        if not self.body_complete or self.body_failed:
+            # The rest of the body is still coming, or it broke HTTP after this request was
+            # answered (an app that does not read its body): nothing to parse after it, and
+            # nothing more to say -- a 400 now would be a second response to one request.
+            keep_alive = False
         if not keep_alive:
             transport.close()
             return
