@@ -54,6 +54,9 @@ class AsyncioWorker(Worker):
         # Native WebSocket handlers park as greenlets instead of holding a thread each.
         self.ws_hubs = greenhub.HubPool(WS_HUBS) if greenhub.available() else None
         self.connections: set[HTTPProtocol] = set()
+        # Guards every connection's count of bytes handed to the loop but not yet written to its
+        # transport (HTTPProtocol.write_threadsafe); app threads wait on it past the limit.
+        self.flow = threading.Condition()
         self._started: dict[int, float] = {}
         try:
             self.loop.run_until_complete(self._main())

@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("appserver.worker")
 
 
+# Bytes of a response an app thread may queue for the loop ahead of the transport.
+QUEUE_LIMIT = 512 * 1024
+
+
 class HTTPProtocol(asyncio.Protocol):
     def __init__(self, worker: AsyncioWorker, listener: Listener) -> None:
         self.worker = worker
@@ -56,6 +60,8 @@ class HTTPProtocol(asyncio.Protocol):
         self.idle_since = time.monotonic()
         self.can_write = threading.Event()
         self.can_write.set()
+        self.queued = 0               # bytes handed to the loop, not yet to the transport
+        self.flow_waiting = False     # an app thread waits for ``queued`` to fall
         self.reading_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._head_started = False
@@ -98,6 +104,9 @@ class HTTPProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.can_write.set()  # wake a writer: it will find the connection gone
+        if self.flow_waiting:
+            with self.worker.flow:
+                self.worker.flow.notify_all()
         self.worker.connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
@@ -354,11 +363,37 @@ class HTTPProtocol(asyncio.Protocol):
             self.loop.call_soon_threadsafe(self._resume_reading)
 
     def write_threadsafe(self, data: bytes) -> None:
-        if not self.can_write.wait(self.worker.config.header_timeout) or self.closed:
+        """Hand ``data`` to the loop (from an app thread).  Two waits bound what a response can
+        hold in memory: the transport's own flow control (``can_write``, cleared while its buffer
+        is over the high-water mark) and, because that only reacts once the loop has run the
+        queued writes, a limit on the bytes queued for the loop but not yet written: an app
+        streaming a large body faster than the loop drains it waits here (without it a 1 GiB
+        download grew the worker by up to 50 MiB)."""
+        timeout = self.worker.config.header_timeout
+        if not self.can_write.wait(timeout) or self.closed:
             raise ClientGone("the client stopped reading")
+        flow = self.worker.flow
+        with flow:
+            self.queued += len(data)
+            over = self.queued > QUEUE_LIMIT
         self.loop.call_soon_threadsafe(self._write, data)
+        if over:
+            with flow:
+                self.flow_waiting = True
+                try:
+                    drained = flow.wait_for(lambda: self.queued <= QUEUE_LIMIT or self.closed,
+                                            timeout)
+                finally:
+                    self.flow_waiting = False
+            if not drained or self.closed:
+                raise ClientGone("the client stopped reading")
 
     def _write(self, data: bytes) -> None:
+        flow = self.worker.flow
+        with flow:
+            self.queued -= len(data)
+            if self.flow_waiting and self.queued <= QUEUE_LIMIT:
+                flow.notify_all()
         if self.transport is not None and not self.closed:
             self.transport.write(data)
 
