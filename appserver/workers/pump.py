@@ -59,11 +59,23 @@ RECV_SIZE = 65536
 DRAIN_LIMIT = 256 * 1024  # unread body we are willing to discard to keep a connection alive
 
 
+# The unpatched poll, bound when this module is imported -- always before a green worker
+# monkey-patches the standard library (its module imports this one).  eventlet's green select
+# registers the socket with its hub, and a connection's greenlet already waits to read it there:
+# eventlet raised "Second simultaneous read" and the worker crashed in its graceful stop,
+# resetting its connections (502s during reloads and upgrades).  poll, not select: select fails
+# on descriptors above 1023, which a worker holding many connections has.
+_poll = select.poll
+_POLLIN = select.POLLIN
+
+
 def has_data(sock: socket.socket) -> bool:
     """Bytes (or EOF) wait unread.  Not ``recv(MSG_PEEK | MSG_DONTWAIT)``: on a socket with a
     timeout CPython polls *before* the call, so that would wait for the whole timeout."""
     try:
-        return bool(select.select([sock], [], [], 0)[0])
+        poller = _poll()
+        poller.register(sock, _POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return False
 
