@@ -98,8 +98,11 @@ class WebSocket(KeepAlive):
                 if deadline is not None:
                     self._restore_blocking()
             with self._lock:
-                self.last_received = time.monotonic()
+                now = self.last_received = time.monotonic()
                 self._write(self.session.receive_data(data or None))
+                if self.session.messages:  # the common case: no second trip through the lock
+                    self.last_activity = now
+                    return self.session.messages.popleft()
 
     def send(self, data: str | bytes) -> None:
         if not self.accepted:
@@ -113,7 +116,11 @@ class WebSocket(KeepAlive):
     def _write(self, data: bytes) -> None:
         if data:
             try:
-                self.sock.sendall(data)
+                # One send() is enough for a frame that fits the socket buffer (nearly all); a
+                # green sendall() costs a getsockopt() call and a memoryview on every use.
+                sent = self.sock.send(data)
+                if sent < len(data):
+                    self.sock.sendall(data[sent:])
             except OSError:
                 self.session.receive_data(None)
 
