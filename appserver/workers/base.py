@@ -188,8 +188,8 @@ class Worker:
                 self._next_memory_check = now + 1.0
                 rss = rss_bytes()
                 if rss > limit:
-                    self.retire_reason = (f"resident memory {rss >> 20} MiB above "
-                                          f"--max-worker-memory {limit >> 20} MiB")
+                    self.retire_reason = (f"resident memory {rss / (1 << 20):.1f} MiB above "
+                                          f"--max-worker-memory {limit / (1 << 20):g} MiB")
                     self.state.stopping = True
                     self.alive = False
 

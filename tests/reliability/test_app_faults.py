@@ -295,7 +295,7 @@ def test_app_raises(target: Target, reliability: Recorder, path: str, fault: str
 def test_memory_leak_is_recycled(target: Target, reliability: Recorder) -> None:
     worker = target.worker()
     mark = target.mark()
-    retired = re.compile(rf"worker {worker} retired: resident memory \d+ MiB above "
+    retired = re.compile(rf"worker {worker} retired: resident memory [\d.]+ MiB above "
                          rf"--max-worker-memory {MEMORY_LIMIT_MIB} MiB")
     statuses = []
     for _ in range(2 * MEMORY_LIMIT_MIB // LEAK_MIB + 2):

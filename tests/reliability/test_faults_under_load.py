@@ -386,7 +386,7 @@ def record_row(reliability: Recorder, run: Run, scenario: str, outcome: Outcome,
 def explain(outcome: Outcome, deliveries: Delivery, run: Run) -> str:
     failures = list(outcome.failures.items())[:8]
     return (f"{outcome.failed} of {outcome.sent} requests failed: {failures}\n"
-            f"{deliveries}\n{run.tail()}")
+            f"{deliveries}\nnginx said: {nginx_errors(run, 0)[-6:]}\n{run.tail()}")
 
 
 BAD_LOG = ("Traceback", "crashed", "app error", "silent", "timed out", "graceful timeout")

@@ -481,7 +481,7 @@ def test_memory_limit_recycles_without_failures(launcher: Launcher, any_kind: li
     with Load(server, threads=2, limit=300, path="/alloc?mib=2", pause=0.01) as load:
         result = load.finish()
     assert_no_failures(result, 300)
-    server.wait_log(r"worker \d+ retired: resident memory \d+ MiB above --max-worker-memory 64 MiB",
+    server.wait_log(r"worker \d+ retired: resident memory [\d.]+ MiB above --max-worker-memory 64 MiB",
                     count=2)
     server.wait_workers(2, exclude=first)
     assert "killed" not in server.log()
