@@ -137,6 +137,13 @@ class LoopWebSocket(KeepAlive):
         elif self.session.closed:
             self._linger(len(data))
 
+    def end_in_loop(self) -> None:
+        """The handler has returned: close once the peer has ended its side (or gone quiet),
+        not under bytes it is still sending (the rest of an over-size message, through nginx:
+        nginx then logged a broken pipe)."""
+        if not self.transport.is_closing() and self._linger_until is None:
+            self._linger(0)
+
     def _linger(self, received: int) -> None:
         """The session is over but the peer still sends: half-close, keep reading (and dropping)
         until it ends the connection, then close -- closing with unread bytes would answer them

@@ -343,6 +343,8 @@ class HTTPProtocol(asyncio.Protocol):
             self.transport.write(out)
         if outcome == "hijacked":
             self.transport.abort()  # the library has closed the connection its own way
+        elif outcome == "websocket" and ws.accepted:
+            ws.end_in_loop()  # a lingering close: the peer may still be sending
         else:
             self.transport.close()
 
