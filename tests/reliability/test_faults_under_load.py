@@ -39,7 +39,6 @@ import os
 import random
 import re
 import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -57,6 +56,7 @@ from tests.reliability.report import Recorder
 from tests.server.harness import (
     BOOTED,
     NEW_MASTER,
+    BoundedLoad,
     UnixHTTPConnection,
     alive,
     children,
@@ -108,7 +108,7 @@ class Outcome:
         return len(self.failures)
 
 
-class Traffic:
+class Traffic(BoundedLoad):
     """``clients`` threads, each with a keep-alive connection to nginx, sending GETs and POSTs
     until stopped (or ``limit`` requests, or ``deadline`` seconds: the load is always bounded).
 
@@ -124,12 +124,7 @@ class Traffic:
                  deadline: float = 60.0, seed: int = 0, every_post: set[str] | None = None) -> None:
         host, _, port = url.removeprefix("http://").rpartition(":")
         self.host, self.port = host, int(port)
-        self.limit = limit
-        self.deadline = time.monotonic() + deadline
         self.seed = seed
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._issued = 0
         self._done = 0
         self._busy = [False] * clients
         self.started = 0            # requests sent so far (answered or not)
@@ -139,13 +134,7 @@ class Traffic:
         # recorded that is not among them was altered on the way).
         self.every_post = every_post if every_post is not None else set()
         self.worst = 0.0
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True,
-                                          name=f"traffic-{i}") for i in range(clients)]
-
-    def __enter__(self) -> Traffic:
-        for thread in self._threads:
-            thread.start()
-        return self
+        super().__init__(threads=clients, limit=limit, deadline=deadline, name="traffic")
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -159,13 +148,6 @@ class Traffic:
         """Clients with a request sent and not yet answered, and requests sent so far."""
         with self._lock:
             return sum(self._busy), self.started
-
-    def _take(self) -> bool:
-        with self._lock:
-            if self._stop.is_set() or self._issued >= self.limit or time.monotonic() > self.deadline:
-                return False
-            self._issued += 1
-            return True
 
     def _run(self, index: int) -> None:
         rng = random.Random(self.seed * 1000 + index)
@@ -226,27 +208,8 @@ class Traffic:
         if conn is not None:
             conn.close()
 
-    def wait_done(self, count: int, timeout: float = 20.0) -> None:
-        """Wait until ``count`` more requests than now have been answered (or have failed)."""
-        target = self.done + count
-
-        def reached() -> bool:
-            if self.done >= target:
-                return True
-            assert self.running(), f"the load ended (limit {self.limit} or deadline) too early"
-            return False
-
-        wait_for(reached, timeout, f"{count} more requests of load")
-
-    def running(self) -> bool:
-        return any(thread.is_alive() for thread in self._threads)
-
     def stop(self, timeout: float = REQUEST_TIMEOUT + 5) -> Outcome:
-        self._stop.set()
-        end = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, end - time.monotonic()))
-        assert not self.running(), "the load threads did not stop"
+        self._halt(timeout)
         with self._lock:
             return Outcome(self._done, dict(self.failures), self.worst * 1000, dict(self.posts))
 

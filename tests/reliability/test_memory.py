@@ -38,6 +38,7 @@ from appserver.testing.stack import Stack, start_stack
 from tests.reliability.common import WORKER_CLASSES, selected_classes
 from tests.reliability.memory_app import BLOCK, pattern, pattern_digest, pattern_file
 from tests.reliability.report import Recorder
+from tests.server.harness import alive, children
 
 pytestmark = pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed")
 
@@ -83,19 +84,8 @@ def settings_for(kind: str) -> dict[str, dict[str, Any]]:
 
 # ---- the worker's memory ------------------------------------------------------------------------
 
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry.name))
-    return sorted(found)
+def workers_of(master: int) -> list[int]:
+    return sorted(pid for pid in children(master) if alive(pid))
 
 
 def rss_mib(pid: int) -> float:
@@ -227,7 +217,7 @@ def test_large_transfers_keep_the_worker_rss_flat(kind: str, tmp_path: Path, pat
     failures: list[tuple[str, str]] = []
     with start_stack(APP, directory=REPO, settings=settings, run_dir=tmp_path / "run",
                      timeout=60) as stack:
-        workers = children(stack.pids["server"])
+        workers = workers_of(stack.pids["server"])
         assert len(workers) == 1, workers
         worker = workers[0]
         for name, transfer in TRANSFERS.items():
@@ -236,7 +226,7 @@ def test_large_transfers_keep_the_worker_rss_flat(kind: str, tmp_path: Path, pat
             with Sampler(worker) as sampler:
                 transfer(stack, SIZE)
             seconds = time.monotonic() - started
-            assert children(stack.pids["server"]) == [worker], "the worker was replaced"
+            assert workers_of(stack.pids["server"]) == [worker], "the worker was replaced"
             assert sampler.samples > 10, sampler.samples
             reliability.record("memory", transfer=name, **{
                 "class": kind, "bytes": SIZE, "RSS before (MiB)": round(sampler.before, 1),

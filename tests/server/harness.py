@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 HERE = Path(__file__).resolve().parent
 TOKEN_VAR = "MASTER_TEST_TOKEN"   # not APPSERVER_*: those are settings
@@ -346,7 +346,68 @@ class LoadResult:
     pids: set[int]
 
 
-class Load:
+class BoundedLoad:
+    """The skeleton of a load generator: ``threads`` client threads that send requests until
+    stopped, ``limit`` requests or ``deadline`` seconds have passed -- a load is always bounded.
+    A subclass implements ``_run(index)`` (calling ``_take()`` before each request) and ``done``
+    (requests answered or failed so far)."""
+
+    def __init__(self, *, threads: int, limit: int, deadline: float, name: str = "load") -> None:
+        self.limit = limit
+        self.deadline = time.monotonic() + deadline
+        self._lock = threading.Lock()
+        self._issued = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True,
+                                          name=f"{name}-{i}") for i in range(threads)]
+
+    def __enter__(self) -> Self:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    @property
+    def done(self) -> int:
+        raise NotImplementedError
+
+    def _run(self, index: int) -> None:
+        raise NotImplementedError
+
+    def _take(self) -> bool:
+        with self._lock:
+            if self._stop.is_set() or self._issued >= self.limit or time.monotonic() > self.deadline:
+                return False
+            self._issued += 1
+            return True
+
+    def running(self) -> bool:
+        return any(thread.is_alive() for thread in self._threads)
+
+    def wait_done(self, count: int, timeout: float = 20.0,
+                  details: Callable[[], str] | None = None) -> None:
+        """Wait until ``count`` more requests than now have completed (or the load ended)."""
+        target = self.done + count
+
+        def reached() -> bool:
+            if self.done >= target:
+                return True
+            if not self.running():
+                raise AssertionError(f"the load ended (limit {self.limit} or its deadline) before "
+                                     f"{count} more requests; raise its limit")
+            return False
+
+        wait_for(reached, timeout, f"{count} more requests of load", details=details)
+
+    def _halt(self, timeout: float) -> None:
+        """Stop the threads (each finishes the request it is in) and wait for them."""
+        self._stop.set()
+        end = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, end - time.monotonic()))
+        assert not self.running(), "the load threads did not stop"
+
+
+class Load(BoundedLoad):
     """Bounded background load: ``threads`` clients, at most ``limit`` requests in all.
 
     Even-numbered threads keep one connection alive and alternate GET and POST on it (http.client
@@ -358,23 +419,12 @@ class Load:
     def __init__(self, server: Server, *, threads: int = 2, limit: int = 2000, path: str = "/",
                  pause: float = 0.0, deadline: float = 60.0) -> None:
         self.server = server
-        self.limit = limit
         self.path = path
         self.pause = pause
-        self.deadline = time.monotonic() + deadline
         self.ok = 0
         self.failures: list[str] = []
         self.pids: set[int] = set()
-        self._lock = threading.Lock()
-        self._issued = 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
-                         for i in range(threads)]
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
+        super().__init__(threads=threads, limit=limit, deadline=deadline)
 
     def __exit__(self, *exc: object) -> None:
         self.stop(expect_running=False)
@@ -383,13 +433,6 @@ class Load:
     def done(self) -> int:
         with self._lock:
             return self.ok + len(self.failures)
-
-    def _take(self) -> bool:
-        with self._lock:
-            if self._stop.is_set() or self._issued >= self.limit or time.monotonic() > self.deadline:
-                return False
-            self._issued += 1
-            return True
 
     def _run(self, index: int) -> None:
         keep = index % 2 == 0
@@ -424,32 +467,15 @@ class Load:
         if conn is not None:
             conn.close()
 
-    def wait_done(self, count: int, timeout: float = 20.0) -> None:
-        """Wait until ``count`` more requests than now have completed (or the load ended)."""
-        target = self.done + count
-
-        def reached() -> bool:
-            if self.done >= target:
-                return True
-            if not self.running():
-                raise AssertionError(f"the load ended (limit {self.limit} or its deadline) before "
-                                     f"{count} more requests; raise its limit")
-            return False
-
-        wait_for(reached, timeout, f"{count} more requests of load", details=self.server.tail)
-
-    def running(self) -> bool:
-        return any(thread.is_alive() for thread in self._threads)
+    def wait_done(self, count: int, timeout: float = 20.0,
+                  details: Callable[[], str] | None = None) -> None:
+        super().wait_done(count, timeout, details or self.server.tail)
 
     def stop(self, timeout: float = 20.0, *, expect_running: bool = True) -> LoadResult:
         """Stop the load; by default it must still be running (so it spanned what was tested)."""
         if expect_running:
             assert self.running(), "the load ended before it was stopped; raise its limit"
-        self._stop.set()
-        end = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, end - time.monotonic()))
-        assert not self.running(), "the load threads did not stop"
+        self._halt(timeout)
         return LoadResult(self.ok, list(self.failures), set(self.pids))
 
     def finish(self, timeout: float = 30.0) -> LoadResult:
