@@ -47,8 +47,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "as processes, print the URL; Ctrl-C or SIGTERM stops both.")
     _settings_arg(up)
     up.add_argument("--run-dir", metavar="DIR", type=Path,
-                    help="where configs, socket, logs and pid files go (default: run/ beside the "
-                    "settings file)")
+                    help="where configs, socket, logs and pid files go (default: .appserver/ beside "
+                    "the settings file)")
     up.add_argument("--port", type=int, help="HTTP port (default: compose.published_port)")
     up.set_defaults(func=up_command)
 
@@ -146,7 +146,7 @@ def check_command(args: argparse.Namespace) -> int:
 def up_command(args: argparse.Namespace) -> int:
     from appserver.bundle.crosscheck import check_files
     from appserver.bundle.loading import load_settings
-    from appserver.bundle.localstack import LocalStack, StackError, run_until_signalled
+    from appserver.bundle.localstack import LocalStack, RunDirError, StackError, run_until_signalled
     from appserver.bundle.settings import SettingsError
 
     try:
@@ -154,10 +154,12 @@ def up_command(args: argparse.Namespace) -> int:
         problems = check_files(loaded)
         if problems:
             return _error("\n".join(problems))
-        stack = LocalStack(loaded, args.run_dir or loaded.directory / "run", port=args.port,
+        stack = LocalStack(loaded, args.run_dir or loaded.run_dir, port=args.port,
                            capture_logs=False)
         stack.prepare()
         _print_warnings(loaded)
         return run_until_signalled(stack)
+    except RunDirError as exc:
+        return _error(f"appserver up: {exc}; choose another with --run-dir DIR")
     except (SettingsError, StackError) as exc:
         return _error(str(exc))

@@ -22,6 +22,8 @@ from appserver.bundle.settings import (
 )
 from appserver.config import ServerConfig
 
+RUN_DIR_NAME = ".appserver"
+
 
 class Loaded(BaseModel):
     """Validated settings with the file they came from (paths in them are relative to it)."""
@@ -34,6 +36,13 @@ class Loaded(BaseModel):
     @property
     def directory(self) -> Path:
         return self.path.parent
+
+    @property
+    def run_dir(self) -> Path:
+        """Where ``appserver up`` puts its configs, socket, logs and pid files by default: a
+        hidden directory beside the settings file (not ``run/``: a project -- this one -- may
+        have a file of that name)."""
+        return self.directory / RUN_DIR_NAME
 
     @property
     def explicit_server_keys(self) -> frozenset[str]:

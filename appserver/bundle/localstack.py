@@ -34,8 +34,17 @@ NGINX_STOP_TIMEOUT = 10.0
 SERVER_STOP_MARGIN = 5.0  # past graceful_timeout
 
 
+# sun_path holds 108 bytes on Linux, the terminating NUL included (unix(7)).
+UNIX_PATH_MAX = 107
+
+
 class StackError(RuntimeError):
     """The stack could not start; the message says why and what to look at."""
+
+
+class RunDirError(StackError):
+    """The run directory cannot be used; the message names the path (the caller names the way
+    to choose another: ``--run-dir`` or ``run_dir=``)."""
 
 
 class LocalStack:
@@ -68,15 +77,38 @@ class LocalStack:
         if nginx is None:
             raise StackError(NGINX_INSTALL_HINT)
         self._nginx = nginx
-        (self.run_dir / "tmp").mkdir(parents=True, exist_ok=True)
         plan, files = render_local(self.loaded, self.run_dir, port=self.port,
                                    tls_port=self.tls_port)
-        write_files(self.run_dir, files)
+        self._make_run_dir(plan)
+        try:
+            write_files(self.run_dir, files)
+        except OSError as exc:
+            raise RunDirError(f"cannot write into the run directory {self.run_dir}: "
+                              f"{exc.strerror or exc}") from None
         result = nginx_test(nginx, self.run_dir / "nginx.conf", self.run_dir)
         if not result.ok:
             raise StackError(f"nginx -t rejected {self.run_dir / 'nginx.conf'}:\n{result.output}")
         self.plan = plan
         return plan
+
+    def _make_run_dir(self, plan: Plan) -> None:
+        run_dir = self.run_dir
+        socket_bytes = len(os.fsencode(plan.socket_path))
+        if socket_bytes > UNIX_PATH_MAX:
+            raise RunDirError(f"the run directory {run_dir} is too deep for a unix socket: "
+                              f"{plan.socket_path} is {socket_bytes} bytes, and a socket path "
+                              f"holds at most {UNIX_PATH_MAX}")
+        for parent in (run_dir, *run_dir.parents):
+            if parent.exists() and not parent.is_dir():
+                raise RunDirError(f"cannot use {run_dir} as the run directory: {parent} exists "
+                                  f"and is not a directory")
+        try:
+            (run_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(f"cannot create the run directory {run_dir}: "
+                              f"{exc.strerror or exc}") from None
+        if not os.access(run_dir, os.W_OK | os.X_OK):
+            raise RunDirError(f"cannot use {run_dir} as the run directory: not writable")
 
     @property
     def url(self) -> str:

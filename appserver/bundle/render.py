@@ -102,7 +102,7 @@ def checked_plans(loaded: Loaded, out_dir: Path | None = None,
                   run_dir: Path | None = None) -> tuple[P.Plan, P.Plan]:
     """Both targets' plans, or :class:`SettingsError` listing every cross-check failure."""
     docker = P.docker_plan(loaded, out_dir)
-    local = P.local_plan(loaded, run_dir or loaded.directory / "run")
+    local = P.local_plan(loaded, run_dir or loaded.run_dir)
     problems = cross_check(loaded, [docker, local])
     if problems:
         raise SettingsError("\n".join(problems))
@@ -112,7 +112,7 @@ def checked_plans(loaded: Loaded, out_dir: Path | None = None,
 def render_warnings(loaded: Loaded) -> list[str]:
     """Both targets' cross-check warnings: printed by render, check and up, which go on."""
     return cross_check_warnings(
-        loaded, [P.docker_plan(loaded), P.local_plan(loaded, loaded.directory / "run")])
+        loaded, [P.docker_plan(loaded), P.local_plan(loaded, loaded.run_dir)])
 
 
 def render_docker(loaded: Loaded, out_dir: Path | None = None) -> dict[str, str]:

@@ -27,7 +27,7 @@ from appserver.testing.plugin import StackFactory
 from appserver.testing.stack import Stack
 
 from . import endpoints
-from .conftest import REPO
+from .conftest import REPO, make_project
 
 pytestmark = pytest.mark.usefixtures("nginx")
 
@@ -72,12 +72,21 @@ def test_tls_scheme_reaches_the_app(tls_stack: Stack) -> None:
     assert response.headers["Strict-Transport-Security"] == "max-age=63072000"
 
 
-def test_up_command_runs_until_interrupted(tmp_path: Path) -> None:
+def _bare_project(root: Path) -> Path:
+    return make_project(root, {"app": {"module": "myapp:application"},
+                               "nginx": {"static_dir": "static"}})
+
+
+def test_plain_up_in_a_project_runs_until_interrupted(tmp_path: Path) -> None:
+    """`appserver up` with no arguments but the port, from a project that has a file named
+    `run` (as this repository does): the default run directory is .appserver/ beside the
+    settings file, and Ctrl-C stops everything and removes the socket and pid files."""
+    project = _bare_project(tmp_path / "project").parent
+    (project / "run").write_text("#!/bin/sh\n")
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "appserver", "up", "--settings", str(REPO / "settings.toml"),
-         "--run-dir", str(tmp_path / "run"), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "appserver", "up", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=project)
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + 30
@@ -88,9 +97,11 @@ def test_up_command_runs_until_interrupted(tmp_path: Path) -> None:
                 url_line = line
                 break
         assert url_line.startswith(f"appserver up: http://127.0.0.1:{port}/"), url_line
+        assert f"run dir {project / '.appserver'})" in url_line
         pids = [int(word.rstrip(",")) for word in url_line.replace(";", ",").split()
                 if word.rstrip(",").isdigit()]
-        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).text == "ok"
+        assert (project / ".appserver" / "app.sock").exists()
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=60)
     finally:
@@ -103,7 +114,35 @@ def test_up_command_runs_until_interrupted(tmp_path: Path) -> None:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     with pytest.raises(requests.ConnectionError):
-        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+        requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+    left = sorted(p.name for p in (project / ".appserver").iterdir()
+                  if p.suffix in (".sock", ".pid"))
+    assert left == []
+
+
+@pytest.mark.parametrize("obstacle", ["file", "parent file", "too deep"])
+def test_unusable_run_dir_is_a_clear_error(tmp_path: Path, obstacle: str) -> None:
+    project = _bare_project(tmp_path / "project").parent
+    args = ["--port", str(free_port())]
+    if obstacle == "file":
+        (project / ".appserver").write_text("mine\n")
+        named = project / ".appserver"
+    elif obstacle == "parent file":
+        (project / "state").write_text("mine\n")
+        named = project / "state"
+        args += ["--run-dir", "state/run"]
+    else:
+        named = project / ("d" * 100)
+        args += ["--run-dir", str(named)]
+    result = subprocess.run([sys.executable, "-m", "appserver", "up", *args], cwd=project,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    assert str(named) in result.stderr and "--run-dir DIR" in result.stderr, result.stderr
+    if obstacle == "too deep":
+        assert "at most 107" in result.stderr
+    else:
+        assert named.read_text() == "mine\n"  # left as it was
 
 
 def test_healthcheck_probe(stack: Stack) -> None:
