@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from .binds import BindAddress, parse_bind
+from .forwarded import parse_allow_list
 from .machine import default_heartbeat_dir, default_workers
 
 # Worker classes known to the server; each is imported lazily by appserver.workers.
@@ -195,8 +196,14 @@ class ServerConfig(BaseModel):
         "info", cli=("--log-level",), help="Error log level: " + ", ".join(LOG_LEVELS) + ".")
     forwarded_allow_ips: StrList = setting(
         ["127.0.0.1", "::1"], cli=("--forwarded-allow-ips",),
-        help="Peers trusted to set X-Forwarded-For/-Proto (comma-separated; '*' trusts all). "
-        "A unix-socket peer (nginx) is always trusted.")
+        help="Peers allowed to send X-Forwarded-For/-Proto (comma-separated addresses and CIDR "
+        "ranges; '*': every peer). A unix-socket peer (nginx) always is. Says who may send "
+        "them, never how many of their entries are believed: see forwarded_hops.")
+    forwarded_hops: int = setting(
+        1, cli=("--forwarded-hops",), ge=1, le=32,
+        help="Proxies in front that append to X-Forwarded-For/-Proto: the entry this many places "
+        "from the right is believed (REMOTE_ADDR, wsgi.url_scheme), everything left of it is "
+        "ignored; a header with fewer entries is ignored whole (Werkzeug ProxyFix's x_for).")
     limit_request_line: int = setting(
         4094, cli=("--limit-request-line",), ge=0, le=HARD_MAX_REQUEST_LINE,
         help=f"Longest request line in bytes (414 beyond). 0: the hard ceiling, {HARD_MAX_REQUEST_LINE}.")
@@ -238,6 +245,12 @@ class ServerConfig(BaseModel):
     def _valid_bind(cls, value: list[str]) -> list[str]:
         for item in value:
             parse_bind(item)
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _allow_list(cls, value: list[str]) -> list[str]:
+        parse_allow_list(value)
         return value
 
     @field_validator("worker_class")

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
+from .forwarded import ForwardedTrust
 from .http.events import RequestHead
 from .http.response import (
     HOP_BY_HOP,
@@ -150,12 +151,13 @@ class InputStream:
 
 
 class WSGIContext:
-    """What every request of one worker shares: the constant part of the environ, trust."""
+    """What every request of one worker shares: the constant part of the environ, trust
+    (``trusted_ips`` may send forwarded headers; ``forwarded_hops`` of their entries are
+    believed: see :mod:`appserver.forwarded`)."""
 
     def __init__(self, *, multithread: bool, multiprocess: bool, trusted_ips: list[str],
-                 errors: IO[str] | None = None) -> None:
-        self.trust_all = "*" in trusted_ips
-        self.trusted = frozenset(ip.strip() for ip in trusted_ips)
+                 forwarded_hops: int = 1, errors: IO[str] | None = None) -> None:
+        self.forwarded = ForwardedTrust(trusted_ips, forwarded_hops)
         self.script_name = os.environ.get("SCRIPT_NAME", "").rstrip("/")
         self.base: dict[str, Any] = {
             "wsgi.version": (1, 0),
@@ -168,9 +170,6 @@ class WSGIContext:
             "SERVER_SOFTWARE": SERVER_SOFTWARE,
             "SCRIPT_NAME": self.script_name,
         }
-
-    def is_trusted(self, peer_ip: str, is_unix: bool) -> bool:
-        return is_unix or self.trust_all or peer_ip in self.trusted
 
 
 def build_environ(ctx: WSGIContext, head: RequestHead, body: InputStream, *,
@@ -222,15 +221,15 @@ def build_environ(ctx: WSGIContext, head: RequestHead, body: InputStream, *,
 
     peer_ip, peer_port = (peer[0], str(peer[1])) if peer else ("", "0")
     scheme = "http"
-    if (forwarded_for is not None or forwarded_proto is not None) and ctx.is_trusted(peer_ip, is_unix):
-        if forwarded_for is not None:
-            client = _client_from_forwarded_for(ctx, forwarded_for)
-            if client:
-                peer_ip, peer_port = client, "0"
-        if forwarded_proto is not None:
-            proto = forwarded_proto.split(",")[0].strip().lower()
-            if proto in ("http", "https"):
-                scheme = proto
+    trust = ctx.forwarded
+    if (forwarded_for is not None or forwarded_proto is not None) and trust.allows(peer_ip, is_unix):
+        # Only the entry at the believed hop counts; the client wrote everything to its left.
+        client = trust.client(forwarded_for) if forwarded_for is not None else None
+        if client is not None:
+            peer_ip, peer_port = client, "0"
+        proto = trust.scheme(forwarded_proto) if forwarded_proto is not None else None
+        if proto is not None:
+            scheme = proto
     environ["REMOTE_ADDR"] = peer_ip
     environ["REMOTE_PORT"] = peer_port
     environ["wsgi.url_scheme"] = scheme
@@ -251,19 +250,6 @@ def build_environ(ctx: WSGIContext, head: RequestHead, body: InputStream, *,
     else:
         environ["SERVER_NAME"], environ["SERVER_PORT"] = "localhost", default_port
     return environ
-
-
-def _client_from_forwarded_for(ctx: WSGIContext, value: str) -> str:
-    """The rightmost address not added by a trusted proxy (the leftmost if all are trusted)."""
-    hops = [hop.strip() for hop in value.split(",") if hop.strip()]
-    if not hops:
-        return ""
-    if ctx.trust_all:
-        return hops[0]
-    for hop in reversed(hops):
-        if hop not in ctx.trusted:
-            return hop
-    return hops[0]
 
 
 class Response:

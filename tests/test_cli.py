@@ -59,13 +59,13 @@ def test_gunicorn_style_flags(capsys: pytest.CaptureFixture[str]) -> None:
     table = printed_config(capsys, "-b", "127.0.0.1:9000", "--bind", "unix:/tmp/app.sock", "-w", "3",
                            "-k", "gthread", "--threads", "4", "--preload", "-e", "A=1", "--env", "B=2",
                            "--limit-request-field_size", "1000", "--forwarded-allow-ips", "10.0.0.1,10.0.0.2",
-                           "--max-worker-memory", "512M", "--socket-mode", "0600", "--log-level", "debug",
+                           "--forwarded-hops", "2", "--max-worker-memory", "512M", "--socket-mode", "0600", "--log-level", "debug",
                            "app:application")
     assert table["bind"] == ["127.0.0.1:9000", "unix:/tmp/app.sock"]
     assert (table["workers"], table["worker_class"], table["threads"]) == (3, "gthread", 4)
     assert table["preload_app"] is True and table["raw_env"] == ["A=1", "B=2"]
     assert table["limit_request_field_size"] == 1000 and table["loglevel"] == "debug"
-    assert table["forwarded_allow_ips"] == ["10.0.0.1", "10.0.0.2"]
+    assert table["forwarded_allow_ips"] == ["10.0.0.1", "10.0.0.2"] and table["forwarded_hops"] == 2
     assert (table["max_worker_memory"], table["socket_mode"]) == ("512MiB", "0600")
     assert table["wsgi_app"] == "app:application"
 

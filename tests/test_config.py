@@ -77,9 +77,9 @@ def test_environment_names_and_internal_variables() -> None:
     cfg = load(env={"APPSERVER_WORKER_CLASS": "gthread", "APPSERVER_THREADS": "4",
                     "APPSERVER_FDS": "3,4", "APPSERVER_PARENT_PID": "1", "OTHER": "x",
                     "APPSERVER_FORWARDED_ALLOW_IPS": "10.0.0.1, 10.0.0.2",
-                    "APPSERVER_PRELOAD_APP": "true"})
+                    "APPSERVER_PRELOAD_APP": "true", "APPSERVER_FORWARDED_HOPS": "2"})
     assert (cfg.worker_class, cfg.threads, cfg.preload_app) == ("gthread", 4, True)
-    assert cfg.forwarded_allow_ips == ["10.0.0.1", "10.0.0.2"]
+    assert cfg.forwarded_allow_ips == ["10.0.0.1", "10.0.0.2"] and cfg.forwarded_hops == 2
 
 
 def test_unknown_keys_are_errors_with_a_suggestion(tmp_path: Path) -> None:
@@ -100,6 +100,7 @@ def test_every_unknown_key_is_reported_at_once() -> None:
     ({"env": {"APPSERVER_TIMEOUT": "soon"}}, ["environment APPSERVER_TIMEOUT", "'soon'", "integer"]),
     ({"env": {"APPSERVER_WORKER_CLASS": "fast"}}, ["APPSERVER_WORKER_CLASS", "'fast'", "sync, gthread"]),
     ({"cli": {"workers": 0}}, ["command line workers = 0", "greater than or equal to 1"]),
+    ({"cli": {"forwarded_hops": 0}}, ["command line forwarded_hops = 0", "greater than or equal to 1"]),
     ({"cli": {"loglevel": "loud"}}, ["loglevel", "'loud'", "debug"]),
     ({"cli": {"raw_env": ["NOVALUE"]}}, ["raw_env", "'NOVALUE' is not KEY=VALUE"]),
     ({"cli": {"raw_env": ["=x"]}}, ["raw_env", "'=x' is not KEY=VALUE"]),

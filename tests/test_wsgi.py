@@ -24,8 +24,9 @@ def parse_head(raw: bytes) -> RequestHead:
 def environ_for(raw: bytes, *, trusted: tuple[str, ...] = ("127.0.0.1",),
                 peer: tuple[str, int] | None = ("10.1.2.3", 40000),
                 local: tuple[str, int] | None = ("192.0.2.1", 8000), is_unix: bool = False,
-                errors: io.StringIO | None = None) -> dict[str, Any]:
-    ctx = WSGIContext(multithread=True, multiprocess=True, trusted_ips=list(trusted), errors=errors)
+                errors: io.StringIO | None = None, hops: int = 1) -> dict[str, Any]:
+    ctx = WSGIContext(multithread=True, multiprocess=True, trusted_ips=list(trusted),
+                      forwarded_hops=hops, errors=errors)
     return build_environ(ctx, parse_head(raw), InputStream(lambda: b""), peer=peer, local=local,
                          is_unix=is_unix)
 
@@ -177,33 +178,55 @@ def test_forwarded_headers_only_from_trusted_peers(trusted: tuple[str, ...], pee
     assert env["HTTP_X_FORWARDED_FOR"] == "1.2.3.4"  # the header itself is always passed on
 
 
-@pytest.mark.parametrize(("trusted", "chain", "client"), [
-    # The rightmost address a trusted proxy did not add: spoofed entries to its left are ignored.
-    (("127.0.0.1", "10.0.0.2"), b"6.6.6.6, 1.2.3.4, 10.0.0.2", "1.2.3.4"),
-    (("127.0.0.1",), b"6.6.6.6,1.2.3.4", "1.2.3.4"),
-    (("127.0.0.1", "10.0.0.2"), b"10.0.0.2, 127.0.0.1", "10.0.0.2"),  # all trusted: the leftmost
-    (("*",), b"6.6.6.6, 1.2.3.4", "6.6.6.6"),                           # '*': the leftmost
-    (("127.0.0.1",), b" , 1.2.3.4 ,", "1.2.3.4"),
-    (("127.0.0.1",), b"", "127.0.0.1"),                                  # empty: the peer
+@pytest.mark.parametrize(("trusted", "hops", "chain", "client"), [
+    # One hop by default: the entry the directly connected proxy appended, whatever is left of it.
+    (("127.0.0.1",), 1, b"6.6.6.6, 1.2.3.4", "1.2.3.4"),
+    # An address in the allow list is not skipped: it is what the proxy saw (a loopback client).
+    (("127.0.0.1", "10.0.0.2"), 1, b"6.6.6.6, 1.2.3.4, 10.0.0.2", "10.0.0.2"),
+    (("127.0.0.1", "::1"), 1, b"6.6.6.6, ::1", "::1"),
+    # '*' says every peer may send the header, not that every entry is believed.
+    (("*",), 1, b"6.6.6.6, 1.2.3.4", "1.2.3.4"),
+    (("127.0.0.1",), 2, b"6.6.6.6, 1.2.3.4, 10.0.0.2", "1.2.3.4"),  # a chain of two proxies
+    (("127.0.0.1",), 2, b"10.0.0.2", "127.0.0.1"),       # fewer entries than hops: the peer
+    (("127.0.0.1",), 1, b" 1.2.3.4 ", "1.2.3.4"),
+    (("127.0.0.1",), 1, b"1.2.3.4, ", "127.0.0.1"),      # an empty believed entry: the peer
+    (("127.0.0.1",), 1, b"", "127.0.0.1"),
+    (("127.0.0.1",), 1, b"unknown", "127.0.0.1"),        # not an address: the peer
+    (("127.0.0.1",), 1, b"6.6.6.6, 2001:db8::1", "2001:db8::1"),
+    (("127.0.0.1",), 1, b"[2001:db8::7]", "2001:db8::7"),
 ])
-def test_x_forwarded_for_chain(trusted: tuple[str, ...], chain: bytes, client: str) -> None:
-    env = environ_for(get(b"/", b"Host: a", XFF + chain), trusted=trusted, peer=("127.0.0.1", 5000))
+def test_x_forwarded_for_chain(trusted: tuple[str, ...], hops: int, chain: bytes, client: str) -> None:
+    env = environ_for(get(b"/", b"Host: a", XFF + chain), trusted=trusted, peer=("127.0.0.1", 5000),
+                      hops=hops)
     assert env["REMOTE_ADDR"] == client
+    assert env["REMOTE_PORT"] == ("5000" if client == "127.0.0.1" else "0")
 
 
 def test_x_forwarded_for_in_two_fields_is_one_chain() -> None:
-    env = environ_for(get(b"/", b"Host: a", XFF + b"6.6.6.6", XFF + b"1.2.3.4"), peer=("127.0.0.1", 1))
-    assert env["REMOTE_ADDR"] == "1.2.3.4"
+    # Two fields are one list (RFC 9110 §5.3): the second field's last entry is the rightmost.
+    env = environ_for(get(b"/", b"Host: a", XFF + b"1.2.3.4", XFF + b"6.6.6.6, 5.6.7.8"),
+                      peer=("127.0.0.1", 1))
+    assert env["REMOTE_ADDR"] == "5.6.7.8"
 
 
-@pytest.mark.parametrize(("proto", "scheme"), [
-    (b"https", "https"), (b"HTTPS", "https"), (b"http", "http"), (b"https, http", "https"),
-    (b"ftp", "http"), (b"", "http"),
+@pytest.mark.parametrize(("proto", "hops", "scheme"), [
+    (b"https", 1, "https"), (b"HTTPS", 1, "https"), (b"http", 1, "http"),
+    (b"https, http", 1, "http"),    # the rightmost, as for X-Forwarded-For
+    (b"http, https", 1, "https"),
+    (b"https, http", 2, "https"),   # the same hop as X-Forwarded-For
+    (b"https", 2, "http"),          # fewer entries than hops: ignored
+    (b"ftp", 1, "http"), (b"", 1, "http"),
 ])
-def test_x_forwarded_proto(proto: bytes, scheme: str) -> None:
-    env = environ_for(get(b"/", b"Host: a:8443", XFP + proto), peer=("127.0.0.1", 1))
+def test_x_forwarded_proto(proto: bytes, hops: int, scheme: str) -> None:
+    env = environ_for(get(b"/", b"Host: a:8443", XFP + proto), peer=("127.0.0.1", 1), hops=hops)
     assert env["wsgi.url_scheme"] == scheme
     assert env["SERVER_PORT"] == "8443"  # an explicit port wins over the scheme's default
+
+
+def test_x_forwarded_host_is_never_read() -> None:
+    env = environ_for(get(b"/", b"Host: real.example", b"X-Forwarded-Host: evil.example"),
+                      peer=("127.0.0.1", 1))
+    assert (env["HTTP_HOST"], env["SERVER_NAME"]) == ("real.example", "real.example")
 
 
 # ---- wsgi.input ---------------------------------------------------------------------------------

@@ -43,7 +43,8 @@ def cross_check(loaded: Loaded, plans: list[Plan]) -> list[str]:
     seen: set[str] = set()
     for plan in plans:
         for line in _timeouts(loaded, plan) + _limits(loaded, plan) + _keepalive(loaded, plan) \
-                + _socket(loaded, plan) + _ports(loaded, plan) + _websockets(loaded, plan):
+                + _socket(loaded, plan) + _ports(loaded, plan) + _websockets(loaded, plan) \
+                + _forwarding(loaded, plan):
             if line not in seen:  # most checks read the same values in both targets
                 seen.add(line)
                 problems.append(line)
@@ -172,6 +173,18 @@ def _ports(loaded: Loaded, plan: Plan) -> list[str]:
                 out.append(f"{f}: {a} = {used[a]} collides with {b} (port {used[b]}); choose "
                            f"another port")
     return out
+
+
+def _forwarding(loaded: Loaded, plan: Plan) -> list[str]:
+    """nginx replaces X-Forwarded-For with the one address it believes, so the server behind it
+    must believe exactly one hop: with more, it would find too few entries and ignore them."""
+    hops = plan.server.forwarded_hops
+    if hops == 1:
+        return []
+    return [f"{loaded.path}: server.forwarded_hops = {hops}, but nginx sends the server one "
+            f"X-Forwarded-For entry (the client it believes), which the server would then "
+            f"ignore; remove server.forwarded_hops and count the proxies in front of nginx with "
+            f"nginx.trusted_proxy_hops"]
 
 
 def _seconds(value: float) -> str:

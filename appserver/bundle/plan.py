@@ -136,6 +136,10 @@ class Plan:
     proxy_busy_buffers_size: str
     worker_rlimit_nofile: int
     proxy_locations: list[ProxyLocation]  # the catch-all "/" last
+    # the client address nginx believes: $remote_addr (realip, one hop) or $client_addr (a map)
+    client_addr: str
+    forwarded_for_pattern: str | None  # map regex for trusted_proxy_hops > 1, else None
+    forwarded_proto_pattern: str  # map regex: the X-Forwarded-Proto entry at the same hop
     # the server
     server: ServerConfig  # effective: explicit settings + computed values + the server's defaults
     server_table: dict[str, Any]  # what the rendered config states (defaults stay runtime-computed)
@@ -196,6 +200,22 @@ def _limits(loaded: Loaded) -> dict[str, Any]:
         "proxy_busy_buffers_size": format_size(2 * n.proxy_buffer_size),
         # Each proxied request holds two descriptors: the client's and the upstream's.
         "worker_rlimit_nofile": 2 * n.worker_connections + 64,
+    }
+
+
+def _forwarding(loaded: Loaded) -> dict[str, Any]:
+    """What nginx believes of the trusted proxies' headers: the entry ``trusted_proxy_hops``
+    places from the right (each appending proxy writes at the right end; the client wrote the
+    rest).  One hop is realip without recursion; realip has no count, so more hops are read
+    with a map regex that must find exactly hops - 1 entries right of the believed one."""
+    hops = loaded.settings.nginx.trusted_proxy_hops
+    # "1:" is $from_trusted_proxy: only a trusted peer's header is read at all.
+    right = f"(?:,[^,]*){{{hops - 1}}}" if hops > 1 else ""
+    return {
+        "client_addr": "$remote_addr" if hops == 1 else "$client_addr",
+        "forwarded_for_pattern": None if hops == 1
+        else rf"~^1:(?:.*,)?\s*(?<forwarded_client>[0-9A-Fa-f.:]+)\s*{right}$",
+        "forwarded_proto_pattern": rf"~*^1:(?:.*,)?\s*(?<forwarded_scheme>https?)\s*{right}$",
     }
 
 
@@ -300,6 +320,7 @@ def docker_plan(loaded: Loaded, out_dir: Path | None = None, *, root: Path | Non
         socket_owner_uid=APP_UID, socket_gid=_resolve_docker_group(socket_group),
         nginx_uid=NGINX_UID, nginx_gids=frozenset({NGINX_UID}),
         docker=docker, proxy_locations=proxy_locations(loaded), **_limits(loaded),
+        **_forwarding(loaded),
     )
 
 
@@ -349,7 +370,7 @@ def local_plan(loaded: Loaded, run_dir: Path, *, port: int | None = None,
         server=config, server_table=table,
         socket_owner_uid=uid, socket_gid=gid,
         nginx_uid=uid, nginx_gids=frozenset({gid, *os.getgroups()}),
-        proxy_locations=proxy_locations(loaded), **_limits(loaded),
+        proxy_locations=proxy_locations(loaded), **_limits(loaded), **_forwarding(loaded),
     )
 
 

@@ -215,8 +215,13 @@ class NginxSettings(BaseModel):
         60, ge=1, le=3000, description="seconds an idle upstream connection is kept, 1-3000; the "
         "server's keep_alive is derived from it and must exceed it")
     trusted_proxies: list[str] = Field(
-        [], description="addresses or CIDR ranges of proxies in front of nginx whose "
-        "X-Forwarded-For/-Proto nginx believes (realip); empty: nginx is the edge")
+        [], description="addresses or CIDR ranges of the proxies that connect to nginx and may "
+        "send X-Forwarded-For/-Proto (realip); empty: nginx is the edge and believes none")
+    trusted_proxy_hops: int = Field(
+        1, ge=1, le=32, description="appending proxies in front of nginx, 1-32: the "
+        "X-Forwarded-For/-Proto entry this many places from the right is believed (1: the one "
+        "the proxy connected to nginx added); entries left of it come from the client and are "
+        "ignored; needs nginx.trusted_proxies")
     # Models are frozen, so one default instance can be shared.
     security_headers: SecurityHeaders = SecurityHeaders.model_validate({})
     tls: TlsSettings = TlsSettings.model_validate({})
@@ -260,6 +265,14 @@ class NginxSettings(BaseModel):
                     raise ValueError(f"{prefix!r} is both nginx.static_url (files served by nginx) "
                                      f"and in nginx.{key} (proxied to the app); choose one")
                 owners.setdefault(prefix, f"nginx.{key}")
+        return self
+
+    @model_validator(mode="after")
+    def _hops_need_proxies(self) -> NginxSettings:
+        if self.trusted_proxy_hops > 1 and not self.trusted_proxies:
+            raise ValueError(f"trusted_proxy_hops = {self.trusted_proxy_hops} needs "
+                             "trusted_proxies: list the proxies that connect to nginx, or set "
+                             "trusted_proxy_hops = 1")
         return self
 
     @field_validator("trusted_proxies")

@@ -95,7 +95,8 @@ class Worker:
             self.state = ServingState(
                 self.config, self.app, AccessLog(self.config),
                 WSGIContext(multithread=self.multithread, multiprocess=self.config.workers > 1,
-                            trusted_ips=self.config.forwarded_allow_ips),
+                            trusted_ips=self.config.forwarded_allow_ips,
+                            forwarded_hops=self.config.forwarded_hops),
                 self.heartbeat.beat, keep_alive=self.uses_keep_alive,
                 max_requests=self.max_requests)
             if self.config.reload:

@@ -36,16 +36,20 @@ class TornadoWorker(AsyncioWorker):
     def _serve_tornado_app(self, app: Any) -> None:
         from tornado.httpserver import HTTPServer
 
+        from ..forwarded import ForwardedTrust
+        from ..forwarded_tornado import ForwardedHeaders
+
         config = self.config
         self.loop = self._new_loop()
         self._started: dict[int, float] = {}
         self.pool_size = 1
         app.settings["log_function"] = self._log_request
-        # Tornado believes X-Forwarded-For/-Proto from any peer once xheaders is on: only when
-        # every peer is trusted (unix sockets behind nginx, or --forwarded-allow-ips '*').
-        trusted = "*" in config.forwarded_allow_ips or all(lst.is_unix for lst in self.listeners)
+        # Not Tornado's xheaders (every peer, X-Real-Ip, one hop only): the WSGI environ's rule,
+        # per peer and hop (appserver.forwarded).
+        trust = ForwardedTrust(config.forwarded_allow_ips, config.forwarded_hops)
         server = HTTPServer(
-            app, xheaders=trusted, idle_connection_timeout=config.keep_alive or None,
+            ForwardedHeaders(app, trust), xheaders=False,
+            idle_connection_timeout=config.keep_alive or None,
             no_keep_alive=config.keep_alive == 0, max_header_size=config.max_field_size *
             min(config.max_fields, 64), max_body_size=config.limit_request_body or None,
             body_timeout=config.header_timeout)

@@ -221,9 +221,10 @@ def test_environ(server: RunningServer) -> None:
 
 
 def test_forwarded_headers_from_trusted_peer(server: RunningServer) -> None:
-    # Loopback TCP peers are trusted by default; a unix-socket peer (nginx) always is.
+    # Loopback TCP peers are trusted by default; a unix-socket peer (nginx) always is.  One hop
+    # is believed: the rightmost entry, the one the proxy added (tests/behaviour/test_forwarded.py).
     response = exchange(server.address, b"GET /environ HTTP/1.1\r\nHost: t\r\n"
-                        b"X-Forwarded-For: 203.0.113.7, 127.0.0.1\r\nX-Forwarded-Proto: https\r\n\r\n")
+                        b"X-Forwarded-For: 6.6.6.6, 203.0.113.7\r\nX-Forwarded-Proto: https\r\n\r\n")
     env = json.loads(response.body)
     assert env["REMOTE_ADDR"] == "203.0.113.7"
     assert env["wsgi.url_scheme"] == "https"

@@ -198,6 +198,14 @@ def test_socket_mode_the_local_user_cannot_write(project: Project) -> None:
         assert len(found) == 1 and "(local): locally nginx's workers run as uid" in found[0]
 
 
+def test_the_server_behind_nginx_believes_one_hop(project: Project) -> None:
+    # nginx replaces X-Forwarded-For with the one address it believes: the hops in front of
+    # nginx are nginx.trusted_proxy_hops, never the server's.
+    message = only_problem(project, lambda data: data["server"].update(forwarded_hops=2))
+    assert "server.forwarded_hops = 2, but nginx sends the server one X-Forwarded-For" in message
+    assert "nginx.trusted_proxy_hops" in message
+
+
 def test_port_collision_with_the_health_server(project: Project) -> None:
     def edit(data: dict[str, Any]) -> None:
         data["nginx"]["listen_port"] = P.HEALTH_PORT

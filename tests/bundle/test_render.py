@@ -121,8 +121,13 @@ def test_strict_undefined(project: Project, tmp_path: Path) -> None:
 
 MAXIMAL_FRAGMENTS = [
     "worker_processes 2;", "worker_rlimit_nofile 8256;", "large_client_header_buffers 8 16k;",
-    "client_max_body_size 25m;", "set_real_ip_from 10.0.0.0/8;", "set_real_ip_from fd00::/8;",
-    "real_ip_recursive on;", '"1:https" https;', "gzip_types text/css application/json;",
+    "client_max_body_size 25m;", "        fd00::/8 1;",  # the trusted proxies' geo
+    # trusted_proxy_hops = 2: the second entry from the right, by a map (realip has no count)
+    'map "$from_trusted_proxy:$http_x_forwarded_for" $client_addr {',
+    r'"~^1:(?:.*,)?\s*(?<forwarded_client>[0-9A-Fa-f.:]+)\s*(?:,[^,]*){1}$" $forwarded_client;',
+    r'"~*^1:(?:.*,)?\s*(?<forwarded_scheme>https?)\s*(?:,[^,]*){1}$" $forwarded_scheme;',
+    "proxy_set_header X-Forwarded-For $client_addr;", "log_format main '$client_addr - ",
+    "gzip_types text/css application/json;",
     "keepalive 64;", "keepalive_timeout 75s;", "proxy_read_timeout 120s;",
     "ssl_protocols TLSv1.2 TLSv1.3;", "ssl_prefer_server_ciphers off;",
     "ssl_ecdh_curve X25519:prime256v1:secp384r1;", "ssl_session_tickets off;",
@@ -168,6 +173,21 @@ def test_bare_renders_the_other_branches(project: Project) -> None:
         assert absent not in conf, absent
 
 
+def test_one_trusted_hop_is_realip_without_recursion(project: Project, nginx: str) -> None:
+    # Recursion would skip every trusted address from the right: a trusted client could then
+    # name any address.  One hop is the rightmost entry, which realip takes when not recursive.
+    loaded = project("maximal.toml", lambda data: data["nginx"].update(trusted_proxy_hops=1))
+    conf = render_docker(loaded)[P.NGINX_CONF]
+    for fragment in ("set_real_ip_from 10.0.0.0/8;", "set_real_ip_from fd00::/8;",
+                     "real_ip_header X-Forwarded-For;", "real_ip_recursive off;",
+                     r'"~*^1:(?:.*,)?\s*(?<forwarded_scheme>https?)\s*$" $forwarded_scheme;',
+                     "proxy_set_header X-Forwarded-For $remote_addr;"):
+        assert fragment in conf, fragment
+    assert "real_ip_recursive on" not in conf and "$client_addr" not in conf
+    result = tools.nginx_test_docker(loaded, nginx)
+    assert result.ok, result.output
+
+
 def location_blocks(conf: str) -> dict[str, str]:
     """The bodies of the locations that proxy to the app (the static one too), by prefix, in
     order; a location holds no nested block, and the TLS redirect's ``location /`` (no
@@ -189,7 +209,7 @@ def test_websocket_locations_pass_the_upgrade_and_nothing_else_does(project: Pro
         for line in ("proxy_read_timeout 300s;", "proxy_set_header Upgrade $http_upgrade;",
                      "proxy_set_header Connection $connection_upgrade;",
                      "proxy_set_header Host $forwarded_host;",  # restated: nginx inherits none
-                     "proxy_set_header X-Forwarded-For $remote_addr;",
+                     "proxy_set_header X-Forwarded-For $client_addr;",
                      "proxy_set_header X-Forwarded-Proto $forwarded_proto;",
                      "proxy_buffering off;"):
             assert line in body, (prefix, line)

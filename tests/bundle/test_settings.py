@@ -160,6 +160,14 @@ def test_trusted_proxies_must_be_networks() -> None:
     assert "'proxy.local' is not an IP address or CIDR range" in message
 
 
+def test_trusted_proxy_hops_need_trusted_proxies() -> None:
+    message = error_for(with_app(nginx={"trusted_proxy_hops": 2}))
+    assert "trusted_proxy_hops = 2 needs trusted_proxies" in message
+    assert "or set trusted_proxy_hops = 1" in message
+    message = error_for(with_app(nginx={"trusted_proxies": ["10.0.0.1"], "trusted_proxy_hops": 0}))
+    assert "nginx.trusted_proxy_hops = 0" in message
+
+
 def test_published_ports_must_differ() -> None:
     message = error_for(with_app(compose={"published_port": 9000, "published_tls_port": 9000}))
     assert "published_port and published_tls_port are both 9000; they must differ" in message
