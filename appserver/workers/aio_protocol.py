@@ -6,7 +6,9 @@ Every method here runs in the event loop's thread, except the ``*_threadsafe`` o
 pool threads call.  A connection is in one of these states: waiting for a request head (timer:
 ``--header-timeout`` for the first request or a partial head, ``--keep-alive`` between requests);
 running a request (``cycle`` set; body pieces flow to it); a WebSocket (``ws`` set; the session is
-fed from ``data_received``); handed over to a library (``hijacked``: the loop reads nothing).
+fed from ``data_received``); handed over to a library (``hijacked``: the loop reads nothing);
+lingering (``lingering``: answered and half-closed, discarding what the client still sends until
+it closes, see :mod:`.linger`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..websocket.bridge import LoopWebSocket
 from ..websocket.handshake import HandshakeError, check_upgrade, is_websocket_request
 from ..wsgi import ALREADY_HANDLED, InputStream, Response, build_environ, closing, write_body
 from .aio_request import ClientGone, RequestCycle
+from .linger import LINGER_IDLE, LINGER_TIME
 from .wspump import already_handled
 
 if TYPE_CHECKING:
@@ -65,6 +68,8 @@ class HTTPProtocol(asyncio.Protocol):
         self.reading_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._head_started = False
+        self.lingering = False
+        self._linger_until = 0.0
 
     # ---- asyncio callbacks --------------------------------------------------------------------
 
@@ -79,20 +84,26 @@ class HTTPProtocol(asyncio.Protocol):
         if self.ws is not None:
             self.ws.feed(data)
             return
+        if self.lingering:
+            self._arm_linger()
+            return
         if self.hijacked or self.closed:
             return
         try:
             self.parser.feed(data)
         except ProtocolError as exc:
-            if self.cycle is None:
+            if self.cycle is None and self.body_complete:
                 self._reject(exc)
                 return
             # A request is running: an error in its body goes to the app through the body
             # (_feed_body); one in a later request is answered after this response, when
             # next_event() raises it again (_request_done).  Writing the error now would put a
             # second response on the wire, or one ahead of the answer to an earlier request.
+            # (The same for a body being drained after its response: _drain_body closes.)
         if self.cycle is not None:
             self._feed_body()
+        elif not self.body_complete:
+            self._drain_body()
         elif not self.upgrading:
             self._next_request()
 
@@ -191,18 +202,41 @@ class HTTPProtocol(asyncio.Protocol):
             return
         if out:
             transport.write(out)
-        if not self.body_complete or self.body_failed:
-            # The rest of the body is still coming, or it broke HTTP after this request was
-            # answered (an app that does not read its body): nothing to parse after it, and
-            # nothing more to say -- a 400 now would be a second response to one request.
+        if self.body_failed:
+            # The body broke HTTP after this request was answered (an app that does not read
+            # its body): nothing to parse after it, and nothing more to say -- a 400 now would
+            # be a second response to one request.
             keep_alive = False
         if not keep_alive:
-            transport.close()
+            self._close_after_response()
             return
         # Even when stopping: this response promised keep-alive, so the client may be sending
         # its next request already; that one is answered with Connection: close, and the
         # graceful stop closes the connection only once it has been idle for a while.
         self._resume_reading()
+        if not self.body_complete:
+            # The app left part of its body unread, small enough for the head to promise
+            # keep-alive (RequestCycle._veto_keep_alive): read and drop the rest first.
+            self._arm(self.worker.config.header_timeout)
+            self._drain_body()
+            return
+        self._arm(self.worker.config.keep_alive)
+        self._next_request()
+
+    def _drain_body(self) -> None:
+        """Drop what is parsed of the rest of an answered request's body; once it has all
+        come, go on to the next request (a stalled client meets the header timeout)."""
+        while not self.body_complete:
+            try:
+                event = self.parser.next_event()
+            except ProtocolError:
+                self.body_failed = True
+                self._close_after_response()
+                return
+            if event is NEED_DATA:
+                return
+            if event is END_OF_MESSAGE:
+                self.body_complete = True
         self._arm(self.worker.config.keep_alive)
         self._next_request()
 
@@ -210,7 +244,41 @@ class HTTPProtocol(asyncio.Protocol):
         log.info("bad request from %s: %s", self.peer_text(), exc)
         if self.transport is not None and not self.closed:
             self.transport.write(error_response(exc.status, exc.detail))
-            self.transport.close()
+            self._linger()
+
+    def _close_after_response(self) -> None:
+        """Close once the response is out: at once when the client has nothing more to send,
+        else lingering (the rest of an unread body, a pipelined request)."""
+        parser = self.parser
+        if self.body_complete and not self.body_failed and not parser.in_message \
+                and not parser.has_pending_event():
+            self.close()
+        else:
+            self._linger()
+
+    def _linger(self) -> None:
+        """Half-close after the response and discard what the client still sends until it
+        closes its side (eof_received closes the transport), LINGER_IDLE seconds of silence or
+        LINGER_TIME in all (see :mod:`.linger`)."""
+        transport = self.transport
+        if transport is None or self.closed or self.lingering:
+            return
+        self.lingering = True
+        self._linger_until = time.monotonic() + LINGER_TIME
+        if self.cycle is not None:
+            self.cycle.body.finish(ClientGone("the connection is closing"))
+        if transport.can_write_eof():
+            transport.write_eof()  # after what is buffered: the response ends with FIN
+        self._resume_reading()
+        self._arm_linger()
+
+    def _arm_linger(self) -> None:
+        self._cancel_timer()
+        remaining = self._linger_until - time.monotonic()
+        if remaining <= 0:
+            self.close()
+        else:
+            self._timer = self.loop.call_later(min(LINGER_IDLE, remaining), self.close)
 
     # ---- WebSockets ---------------------------------------------------------------------------
 

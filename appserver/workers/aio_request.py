@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from ..http.events import ProtocolError, RequestHead
 from ..http.response import CONTINUE, ResponseError, error_response
 from ..wsgi import FileWrapper, InputStream, Response, build_environ, closing, write_body
+from .linger import can_keep_alive
 
 if TYPE_CHECKING:
     from .aio_protocol import HTTPProtocol
@@ -49,6 +50,7 @@ class BodyChannel:
         self.error: BaseException | None = None
         self.continue_pending = expect_continue
         self.consumed_all = False
+        self.taken = 0  # bytes the app has read
 
     # loop side
     def put(self, data: bytes) -> bool:
@@ -81,6 +83,7 @@ class BodyChannel:
             if self.pieces:
                 data = self.pieces.popleft()
                 self.buffered -= len(data)
+                self.taken += len(data)
                 if self.buffered < LOW_WATER:
                     protocol.resume_reading_threadsafe()
                 return data
@@ -100,12 +103,21 @@ class RequestCycle:
         self.response = Response(self._send, head.method, head.version, keep_alive)
         self._out: list[bytes] = []
         self.streaming = False
-        if head.expect_continue:
+        if keep_alive and head.has_body:
             self.response.before_head = self._veto_keep_alive
 
     def _veto_keep_alive(self, response: Response) -> None:
-        if self.body.continue_pending and not self.body.done:
-            response.keep_alive = False
+        """The app answers before it has read the whole body (see the pump's twin): keep-alive
+        only when the body has arrived whole, or its rest is small enough for the loop to drain
+        (:func:`.linger.can_keep_alive`) and the client was not left waiting for 100 Continue."""
+        body = self.body
+        with body.cond:
+            complete = body.done and body.error is None
+            if complete:
+                return
+            if body.continue_pending or not can_keep_alive(self.head, body.taken + body.buffered,
+                                                           False):
+                response.keep_alive = False
 
     def _send(self, data: bytes) -> None:
         if self.streaming:

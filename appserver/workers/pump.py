@@ -44,6 +44,8 @@ from ..wsgi import (
     closing,
     write_body,
 )
+from .linger import DRAIN_LIMIT, can_keep_alive
+from .linger import linger as lingering_close
 
 log = logging.getLogger("appserver.worker")
 
@@ -56,7 +58,6 @@ IDLE, PARTIAL, CLOSED = "idle", "partial", "closed"
 # with idle connections takes this long.
 IDLE_CLOSE_DURING_STOP = 2.0
 RECV_SIZE = 65536
-DRAIN_LIMIT = 256 * 1024  # unread body we are willing to discard to keep a connection alive
 
 
 # The unpatched poll, bound when this module is imported -- always before a green worker
@@ -138,6 +139,7 @@ class Connection:
         self.served = 0
         self._continue_pending = False
         self._body_done = True
+        self._body_read = 0
         sock.settimeout(state.io_timeout)
 
     # ---- the request loop -------------------------------------------------------------------
@@ -153,9 +155,7 @@ class Connection:
                 assert isinstance(event, RequestHead)
                 self.served += 1
                 if not self._serve(event):
-                    # Unread bytes (a pipelined request, an unread body) would make close() send
-                    # a reset that can destroy the response before the client reads it.
-                    return self._close(linger=self.parser.has_pending_event() or has_data(self.sock))
+                    return self._close(linger=self._client_may_send())
                 self.head_deadline = time.monotonic() + self.state.header_timeout
                 self.idle_since = time.monotonic()
                 if self.nonblocking_head and not self.parser.has_pending_event():
@@ -233,10 +233,12 @@ class Connection:
         more = state.count_request()
         keep_alive = head.keep_alive and state.keep_alive and more
         self._body_done = False
+        self._body_read = 0
         self._continue_pending = head.expect_continue
         response = Response(self.send, head.method, head.version, keep_alive)
-        if head.expect_continue:
-            response.before_head = self._veto_keep_alive_if_body_unannounced
+        if keep_alive and head.has_body:
+            self._head = head
+            response.before_head = self._veto_keep_alive_if_body_unread
         body = InputStream(self._pull_body)
         environ = build_environ(state.wsgi, head, body, peer=self.peer, local=self.local,
                                 is_unix=self.is_unix)
@@ -264,10 +266,14 @@ class Connection:
             return False
         return self._finish_request_body()
 
-    def _veto_keep_alive_if_body_unannounced(self, response: Response) -> None:
-        # The app answers without reading a body it never asked for (no 100 Continue sent):
-        # the client may or may not send it now, so this connection cannot carry another request.
-        if self._continue_pending and not self._body_done:
+    def _veto_keep_alive_if_body_unread(self, response: Response) -> None:
+        """The app answers before it has read the whole body.  Without a 100 Continue sent, the
+        client may or may not send the body now; a rest too large to drain (see
+        :func:`.linger.can_keep_alive`) will not be read: either way this connection cannot
+        carry another request, and the response must say so."""
+        if self._body_done:
+            return
+        if self._continue_pending or not can_keep_alive(self._head, self._body_read, False):
             response.keep_alive = False
 
     def app_failed(self, exc: Exception, head: RequestHead, response: Response) -> None:
@@ -351,6 +357,7 @@ class Connection:
                 parser.feed(data)
                 continue
             if type(event) is Body:
+                self._body_read += len(event.data)
                 return event.data
             if event is END_OF_MESSAGE:
                 self._body_done = True
@@ -377,25 +384,31 @@ class Connection:
 
     # ---- closing ----------------------------------------------------------------------------
 
+    def _client_may_send(self) -> bool:
+        """After the last response: may the client still be sending, or have sent, bytes we did
+        not read?  The rest of a body the app did not read (it may not have arrived yet: a
+        client writes the head and the body separately), a pipelined request, anything
+        unparsed.  Closing under such bytes needs a lingering close (see :mod:`.linger`)."""
+        parser = self.parser
+        try:
+            # What the parser holds already: the end of a body-less request, say.
+            while not self._body_done and parser.has_pending_event():
+                if parser.next_event() is END_OF_MESSAGE:
+                    self._body_done = True
+        except ProtocolError:
+            return True
+        return (not self._body_done or parser.in_message or parser.has_pending_event()
+                or has_data(self.sock))
+
     def _close(self, linger: bool = False) -> str:
         if self.closed:
             return CLOSED
         self.closed = True
-        sock = self.sock
         try:
             if linger:
-                # Lingering close (RFC 9112 §9.6): half-close, then briefly discard what the client
-                # still sends, so the kernel does not answer it with a reset that destroys the
-                # error response before the client reads it.
-                sock.shutdown(socket.SHUT_WR)
-                sock.settimeout(0.2)
-                for _ in range(16):
-                    if not sock.recv(RECV_SIZE):
-                        break
-        except OSError:
-            pass
+                lingering_close(self.sock, self.state.beat)
         finally:
-            sock.close()
+            self.sock.close()
         return CLOSED
 
     def close(self) -> None:

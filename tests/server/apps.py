@@ -8,7 +8,9 @@ has a few paths that misbehave on purpose:
 * ``/hang``: sleep forever (the master's timeout must kill the worker).
 * ``/spin``: loop forever without yielding (blocks a gevent/eventlet worker's hub).
 * ``/alloc?mib=N``: keep N MiB more for the life of the process (memory recycling), up to a cap.
-* POST: read the whole body and answer with its length too.
+* POST: read the whole body and answer with its length too -- except ``POST /ignore``, which
+  never reads it.
+* ``/forbidden``: a 403 at once, without reading the body.
 
 Apps whose code changes between reloads (or fails to import) are written by the tests themselves.
 """
@@ -34,7 +36,10 @@ def hello(environ: dict[str, object], start_response: StartResponse) -> Iterable
     path = environ["PATH_INFO"]
     query = _query(environ)
     extra = ""
-    if environ["REQUEST_METHOD"] == "POST":
+    if path == "/forbidden":  # answers at once, without reading a body (an early 403)
+        start_response("403 Forbidden", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+        return [b"no.\n"]
+    if environ["REQUEST_METHOD"] == "POST" and path != "/ignore":
         body = environ["wsgi.input"].read()  # type: ignore[attr-defined]
         extra = f" body={len(body)}"
     elif path == "/slow":

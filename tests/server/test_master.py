@@ -14,10 +14,8 @@ import shutil
 import signal
 import socket
 import stat
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,23 +47,6 @@ ALL_CLASSES = WORKER_CLASSES + [
     pytest.param(["-k", "tornado", "--threads", "4"], id="tornado"),
 ]
 GREEN = {"gevent", "eventlet"}
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    # Short, because a unix socket path must fit in 108 bytes.
-    path = Path(tempfile.mkdtemp(prefix="am-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def launcher(workdir: Path) -> Iterator[Launcher]:
-    launcher = Launcher(workdir)
-    try:
-        yield launcher
-    finally:
-        launcher.close()
 
 
 @pytest.fixture(params=WORKER_CLASSES)
