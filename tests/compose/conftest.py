@@ -1,5 +1,11 @@
 """Fixtures of the compose suite: a private Docker engine, and the bundle deployed on it.
 
+The stack starts with the README's command, ``docker compose up``, run in the repository with
+only the documented port variable (``NGINX_HTTP_PORT``) and ``--detach --wait`` added.  The one
+thing CI needs that users do not (builds on the host's network: see ci-override.yaml) reaches
+compose the way compose itself looks for local changes: a ``compose.override.yaml`` beside
+compose.yaml (git-ignored), written for the run and removed after it.
+
 The suite runs wherever it can (Linux, as root, with dockerd); elsewhere it is skipped with the
 reason, except in CI (CI=true), where not running is a failure: ./run-tests installs what it
 needs there.
@@ -7,6 +13,7 @@ needs there.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -27,6 +34,7 @@ from .wheelhouse import ensure_wheelhouse
 
 REPO = Path(__file__).resolve().parents[2]
 OVERRIDE = Path(__file__).with_name("ci-override.yaml")
+LOCAL_OVERRIDE = REPO / "compose.override.yaml"  # read by `docker compose` when present
 UP_TIMEOUT = 900  # a cold build: apt-get in three images and pip in one
 REPORT: list[str] = []  # timings, printed at the end of the run
 
@@ -81,13 +89,13 @@ class Deployment:
         return {**self.engine.env, HTTP_PORT_ENV: str(self.port)}
 
     def compose_argv(self, *args: str) -> list[str]:
-        return ["docker", "compose", "--project-name", self.project, "--project-directory",
-                str(REPO), "-f", str(REPO / "compose.yaml"), "-f", str(OVERRIDE), *args]
+        """``docker compose ARGS``, to run in the repository (cwd=REPO), as the README does."""
+        return ["docker", "compose", *args]
 
     def compose(self, *args: str, timeout: float = 120,
                 check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(self.compose_argv(*args), env=self.env, capture_output=True,
-                              text=True, timeout=timeout, check=False)
+                              text=True, timeout=timeout, check=False, cwd=REPO)
         if check and proc.returncode != 0:
             raise AssertionError(f"docker compose {' '.join(args)} exited with "
                                  f"{proc.returncode}:\n{proc.stdout}{proc.stderr}")
@@ -111,19 +119,28 @@ def deployment(engine: Engine) -> Iterator[Deployment]:
     ensure_wheelhouse()
     timings["wheelhouse"] = time.monotonic() - started
     loaded = load_settings(REPO / "settings.toml")
-    deployed = Deployment(engine, f"appserver-ci-{os.getpid()}", free_port(), loaded, timings)
-    started = time.monotonic()
+    if LOCAL_OVERRIDE.exists() and LOCAL_OVERRIDE.read_text() != OVERRIDE.read_text():
+        pytest.fail(f"{LOCAL_OVERRIDE} exists (yours?); the compose suite needs to write its own "
+                    f"there: move it away for the run", pytrace=False)
+    LOCAL_OVERRIDE.write_text(OVERRIDE.read_text())
+    deployed = Deployment(engine, "", free_port(), loaded, timings)
     try:
-        up = deployed.compose("up", "--build", "--detach", "--wait", "--wait-timeout", "300",
-                              timeout=UP_TIMEOUT, check=False)
-        timings["up --build --wait"] = time.monotonic() - started
+        deployed.project = json.loads(deployed.compose("config", "--format", "json").stdout)["name"]
+        # Images left by an earlier run would be used as they are: remove them, so that `up`
+        # builds this checkout (the build cache keeps that quick).
+        deployed.compose("down", "--volumes", "--rmi", "all", timeout=180, check=False)
+        started = time.monotonic()
+        up = deployed.compose("up", "--detach", "--wait", timeout=UP_TIMEOUT, check=False)
+        timings["up --wait"] = time.monotonic() - started
         if up.returncode != 0:
             logs = deployed.compose("logs", "--no-color", "--tail", "40", check=False)
             raise AssertionError(f"docker compose up failed ({up.returncode}):\n{up.stdout}"
                                  f"{up.stderr}\n--- logs ---\n{logs.stdout}{logs.stderr}")
         yield deployed
     finally:
-        deployed.compose("down", "--volumes", "--timeout", "60", timeout=180, check=False)
+        deployed.compose("down", "--volumes", "--rmi", "all", "--timeout", "60", timeout=180,
+                         check=False)
+        LOCAL_OVERRIDE.unlink(missing_ok=True)
         # Keep the base image and the build cache for the next run, not old copies.
         engine.docker("image", "prune", "--force", check=False)
         engine.docker("builder", "prune", "--force", "--keep-storage", "3gb", check=False,

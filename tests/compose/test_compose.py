@@ -20,7 +20,7 @@ import requests
 from appserver.bundle.plan import APP_UID, DOCKER_SOCKET_DIR, NGINX_UID, SOCKET_NAME, docker_plan
 
 from ..bundle import endpoints
-from .conftest import Deployment
+from .conftest import REPO, Deployment
 
 pytestmark = pytest.mark.timeout(1200)  # the first test also waits for a cold build
 
@@ -102,7 +102,7 @@ def test_down_stops_the_app_server_gracefully(deployment: Deployment) -> None:
     grace = docker_plan(deployment.loaded).docker
     assert grace is not None
     logs = subprocess.Popen(deployment.compose_argv("logs", "--follow", "--no-color", "app"),
-                            env=deployment.env, stdout=subprocess.PIPE,
+                            env=deployment.env, cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(1)  # attached before the stop
