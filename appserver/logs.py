@@ -6,10 +6,12 @@ mode writes one object per line with the same information under readable names.
 
 from __future__ import annotations
 
+import base64
 import errno
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -108,7 +110,10 @@ def reopen_error_log() -> None:
 
 
 class _Atoms(Mapping[str, str]):
-    """gunicorn's access log atoms, computed only when the format asks for them."""
+    """gunicorn's access log atoms, computed only when the format asks for them, rendered as
+    gunicorn 27 renders them (tests/test_access_log.py runs gunicorn's own logger beside this):
+    ``{name}i``/``{name}o``/``{name}e`` match names in any case, an atom that names nothing is
+    "-", and a double quote in a value is escaped, so a client cannot end a quoted field."""
 
     def __init__(self, environ: Mapping[str, Any], status: str, headers: list[tuple[str, str]],
                  length: int, duration: float) -> None:
@@ -119,21 +124,21 @@ class _Atoms(Mapping[str, str]):
         self.duration = duration
 
     def __getitem__(self, key: str) -> str:
-        env = self.environ
-        if key.startswith("{") and key.endswith("}") and len(key) > 3:
-            name, kind = key[1:-2], key[-1]
-            if kind == "i":
-                return str(env.get("HTTP_" + name.upper().replace("-", "_"), "-"))
-            if kind == "o":
-                lname = name.lower()
-                return next((v for k, v in self.headers if k.lower() == lname), "-")
-            if kind == "e":
-                return str(env.get(name, "-"))
-            raise KeyError(key)
+        return self._value(key).replace('"', '\\"')
+
+    def _value(self, key: str) -> str:
         atom = _ATOMS.get(key)
-        if atom is None:
-            raise KeyError(key)
-        return atom(self)
+        if atom is not None:
+            return atom(self)
+        if key.startswith("{") and len(key) > 3 and key[-2] == "}":  # {name}i, {name}o, {name}e
+            name, kind = key[1:-2].lower(), key[-1]
+            if kind == "i":
+                return str(self.environ.get("HTTP_" + name.upper().replace("-", "_"), "-"))
+            if kind == "o":  # the last of repeated headers, as gunicorn's dict keeps it
+                return next((v for k, v in reversed(self.headers) if k.lower() == name), "-")
+            if kind == "e":
+                return next((str(v) for k, v in self.environ.items() if k.lower() == name), "-")
+        return "-"
 
     def __iter__(self) -> Any:
         return iter(_ATOMS)
@@ -142,15 +147,35 @@ class _Atoms(Mapping[str, str]):
         return len(_ATOMS)
 
 
+def unknown_atoms(log_format: str) -> list[str]:
+    """The %(name)s keys of ``log_format`` that are no atom: each renders as "-"."""
+    keys = re.findall(r"%\(([^)]*)\)", log_format)
+    return [key for key in keys if key not in _ATOMS
+            and not (key.startswith("{") and len(key) > 3 and key[-2:] in ("}i", "}o", "}e"))]
+
+
 def _request_line(a: _Atoms) -> str:
     env = a.environ
     return f"{env.get('REQUEST_METHOD', '-')} {env.get('RAW_URI', '-')} {env.get('SERVER_PROTOCOL', '-')}"
 
 
+def _basic_auth_user(a: _Atoms) -> str:
+    """The user name of an ``Authorization: Basic`` header (gunicorn's %(u)s), else "-"."""
+    auth = a.environ.get("HTTP_AUTHORIZATION", "")
+    scheme, _, credentials = auth.partition(" ")
+    if scheme.lower() != "basic" or not credentials:
+        return "-"
+    try:
+        decoded = base64.b64decode(credentials.strip().encode("utf-8"))
+        return decoded.split(b":", 1)[0].decode("utf-8")
+    except (ValueError, UnicodeDecodeError):  # binascii.Error is a ValueError
+        return "-"
+
+
 _ATOMS: dict[str, Callable[[_Atoms], str]] = {
     "h": lambda a: a.environ.get("REMOTE_ADDR") or "-",
     "l": lambda a: "-",
-    "u": lambda a: "-",
+    "u": _basic_auth_user,
     "t": lambda a: time.strftime("[%d/%b/%Y:%H:%M:%S %z]"),
     "r": _request_line,
     "m": lambda a: a.environ.get("REQUEST_METHOD", "-"),
@@ -159,7 +184,7 @@ _ATOMS: dict[str, Callable[[_Atoms], str]] = {
     "H": lambda a: a.environ.get("SERVER_PROTOCOL", "-"),
     "s": lambda a: a.status.split(" ", 1)[0] if a.status else "-",
     "B": lambda a: str(a.length),
-    "b": lambda a: str(a.length) if a.length else "-",
+    "b": lambda a: str(a.length),  # gunicorn 27: "0" for an empty body, as %(B)s
     "f": lambda a: a.environ.get("HTTP_REFERER", "-"),
     "a": lambda a: a.environ.get("HTTP_USER_AGENT", "-"),
     "T": lambda a: str(int(a.duration)),
@@ -180,6 +205,10 @@ class AccessLog:
         self.enabled = bool(self.path)
         self._lock = threading.Lock()
         self._stream: IO[str] | None = self._open() if self.enabled else None
+        if self.enabled and not self.json:
+            for key in unknown_atoms(self.format):
+                log.warning("--access-logformat: %%(%s)s is no access log atom; it is logged "
+                            "as '-' (as gunicorn does)", key)
 
     def _open(self) -> IO[str]:
         if self.path == "-":
