@@ -177,10 +177,19 @@ class RequestParser:
         trailer field are bounded like one line of the head (to within one read)."""
         progress = self._body_bytes != body0 or len(self._headers) != self._trailers
         self._trailers = len(self._headers)
-        if progress or self._fresh:
+        if progress:
             self._overhead = 0
             return
-        self._overhead += len(data)
+        if self._fresh:
+            # The message began in this read: what follows its head counts (a chunk-size line
+            # and its extensions, no body yet).  Without this, a read holding the head and a
+            # long extension, then one holding the body, was never measured (the limit then
+            # depended on how the bytes were split).  Extensions hold no CR or LF, so the last
+            # blank line in the read ends the head.
+            end = data.rfind(b"\r\n\r\n")
+            self._overhead = len(data) - (end + 4) if end >= 0 else 0
+        else:
+            self._overhead += len(data)
         if self._overhead > self._max_item:
             self._fail(ProtocolError(431, "chunk extensions or trailer section too large"))
 

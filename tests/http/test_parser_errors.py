@@ -8,6 +8,7 @@ import tracemalloc
 import pytest
 
 from appserver.http import ProtocolError, RequestParser
+from appserver.http.events import NEED_DATA
 
 from .feeding import PIPELINED, Data, End, bytewise, feed_every_way, head, outcome
 
@@ -298,3 +299,18 @@ def test_endless_header_section_of_small_fields_fails_at_the_section_limit() -> 
 def test_pipelined_request_after_a_bad_one_is_never_parsed() -> None:
     out = outcome([b"GET / HTTP/1.1\r\n\r\n" + PIPELINED])
     assert (out.status, out.events) == (400, [])
+
+
+@pytest.mark.parametrize("second", [b"\r\nhello\r\n0\r\n\r\n", b"a" * 100 + b"\r\nhello\r\n0\r\n\r\n"])
+def test_a_long_chunk_extension_in_the_read_that_holds_the_head_is_measured(second: bytes) -> None:
+    """The head and a 16 KiB extension in one read, the body in the next (how a slow server
+    reads a fast client): the extension is past the limit whatever the split."""
+    parser = RequestParser()
+    with pytest.raises(ProtocolError) as caught:
+        parser.feed(CHUNKED + b"5;x=" + b"a" * 16384)
+        while parser.next_event() is not NEED_DATA:
+            pass
+        parser.feed(second)
+        while parser.next_event() is not NEED_DATA:
+            pass
+    assert caught.value.status == 431
