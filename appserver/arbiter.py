@@ -24,12 +24,14 @@ import select
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import policy
-from .config import ConfigError, ServerConfig, load_config
+from .config import ConfigError, ServerConfig
 from .heartbeat import STOP_RESTART, STOP_SHUTDOWN, Heartbeat
+from .hooks import EXIT_BOOT_ERROR, HookFailed, ServerHooks
 from .logs import ReopenableStreamHandler, check_log_paths, reopen_error_log, setup_error_log
 from .sockets import FDS_ENV, Listener, bind_all, discard, inherited_sockets
 from .upgrade import PARENT_ENV, Upgrader
@@ -53,6 +55,7 @@ class WorkerRecord:
     heartbeat: Heartbeat
     generation: int
     spawned_at: float
+    age: int = 0                          # spawn number (gunicorn's worker.age)
     retiring_since: float | None = None   # TERM sent: graceful deadline counts from here
     abort_sent_at: float | None = None
     killed: bool = False
@@ -61,16 +64,17 @@ class WorkerRecord:
 
 
 class Arbiter:
-    def __init__(self, config: ServerConfig, *, cli_values: dict[str, Any],
-                 settings_file: str | None, app: Any = None) -> None:
+    def __init__(self, config: ServerConfig, *, reload_config: Callable[[], ServerConfig],
+                 hooks: ServerHooks | None = None, app: Any = None) -> None:
         self.config = config
-        self.cli_values = cli_values
-        self.settings_file = settings_file
+        self.reload_config = reload_config  # loads every source again (HUP)
+        self.hooks = hooks or ServerHooks()
         self.app = app
         self.pid = os.getpid()
         self.workers: dict[int, WorkerRecord] = {}
         self.generation = 1
-        self.num_workers = config.workers
+        self._num_workers: int | None = None  # set in start(): nworkers_changed(N, None)
+        self.spawned = 0
         self.listeners: list[Listener] = []
         self._signals: list[int] = []
         self.stopping = False
@@ -78,6 +82,16 @@ class Arbiter:
         self._recent_failures = 0
         self._next_spawn_at = 0.0
         self.upgrader = Upgrader(self)
+
+    @property
+    def num_workers(self) -> int:
+        """The number of workers wanted; every change is announced to nworkers_changed."""
+        return self.config.workers if self._num_workers is None else self._num_workers
+
+    @num_workers.setter
+    def num_workers(self, value: int) -> None:
+        old, self._num_workers = self._num_workers, value
+        self.hooks.nworkers_changed(self, value, old)
 
     # ---- start ------------------------------------------------------------------------------
 
@@ -87,6 +101,8 @@ class Arbiter:
         check_log_paths(config)
         setup_error_log(config)
         self.worker_class = load_worker_class(config.effective_worker_class)
+        self.num_workers = config.workers
+        self.hooks.on_starting(self)
         self.listeners = bind_all(config.addresses, backlog=config.backlog,
                                   socket_mode=config.socket_mode, socket_group=config.socket_group,
                                   inherited=inherited_sockets())
@@ -108,6 +124,7 @@ class Arbiter:
         log.info("appserver master %d listening on %s (%s, %d workers)", self.pid,
                  ", ".join(str(listener) for listener in self.listeners),
                  config.effective_worker_class, self.num_workers)
+        self.hooks.when_ready(self)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if len(self._signals) < 64:
@@ -195,6 +212,9 @@ class Arbiter:
     def spawn(self, config: ServerConfig, listeners: list[Listener], generation: int) -> None:
         heartbeat = Heartbeat(config.worker_tmp_dir)
         worker_class = load_worker_class(config.effective_worker_class)
+        self.spawned += 1
+        age = self.spawned
+        self.hooks.pre_fork(self, age)
         pid = os.fork()
         if pid == 0:  # the child
             try:
@@ -204,12 +224,18 @@ class Arbiter:
                 for record in self.workers.values():
                     record.heartbeat.close()
                 worker = worker_class(config, self.app, listeners, heartbeat, generation)
+                worker.age, worker.hooks, worker.master = age, self.hooks, self
+                try:
+                    self.hooks.post_fork(self, worker)
+                except HookFailed:
+                    worker.exit(EXIT_BOOT_ERROR)
                 worker.run()
             except BaseException:
                 log.exception("worker %d failed to start", os.getpid())
             finally:
                 os._exit(1)
-        self.workers[pid] = WorkerRecord(pid, heartbeat, generation, time.monotonic())
+        self.workers[pid] = WorkerRecord(pid, heartbeat, generation, time.monotonic(), age)
+        self.hooks.workers_changed(self)
         log.debug("spawned worker %d (generation %d)", pid, generation)
 
     def current(self) -> list[WorkerRecord]:
@@ -266,31 +292,40 @@ class Arbiter:
             booted = worker.heartbeat.booted
             worker.heartbeat.close()
             self._explain(worker, status, booted)
+            self.hooks.child_exit(self, worker)
+            self.hooks.workers_changed(self)
 
     def _explain(self, worker: WorkerRecord, status: int, booted: bool = False) -> None:
         verdict = policy.describe_exit(
             worker.pid, status, aborted_by_master=worker.abort_sent_at is not None,
             killed_by_master=worker.killed, asked_to_stop=worker.retiring_since is not None,
             timeout=self.config.timeout)
-        if verdict.reason is policy.Reason.APP_LOAD_ERROR and booted:
+        if verdict.reason in (policy.Reason.APP_LOAD_ERROR, policy.Reason.BOOT_ERROR) \
+                and booted:
             # A worker that had loaded the app and booted: the app (or a library) ended the
-            # process with the status we use for load errors.  A crash, not a reason to stop.
+            # process with a status we use for load or boot errors.  A crash, not a reason to
+            # stop.
+            code = os.WEXITSTATUS(status)
             verdict = policy.ExitVerdict(
-                policy.Reason.CRASHED, f"worker {worker.pid} exited with status "
-                f"{policy.EXIT_APP_LOAD_ERROR} after it had booted (the app ended it; not an "
-                f"app load error)", "error")
+                policy.Reason.CRASHED, f"worker {worker.pid} exited with status {code} after it "
+                f"had booted (the app ended it; not a load or boot error)", "error")
         getattr(log, verdict.level)("%s", verdict.message)
         if verdict.reason is policy.Reason.STOPPED:
             self._recent_failures = 0
             return
         if self.stopping:
             return
-        if verdict.reason is policy.Reason.APP_LOAD_ERROR:
+        if verdict.reason in (policy.Reason.APP_LOAD_ERROR, policy.Reason.BOOT_ERROR):
+            what = ("failed to load the app" if verdict.reason is policy.Reason.APP_LOAD_ERROR
+                    else "failed to boot")
             if self.pending_reload and worker.generation == self.pending_reload[0]:
-                self.abandon_reload("the new workers failed to load the app")
+                self.abandon_reload(f"the new workers {what}")
                 return
             if worker.generation > self.generation:
                 return  # a sibling in a reload already abandoned: the old workers serve on
+            if verdict.reason is policy.Reason.BOOT_ERROR:
+                raise HaltServer("a worker failed to boot; stopping (fix the hook, then start "
+                                 "again)", code=policy.EXIT_BOOT_ERROR)
             raise HaltServer("the app failed to load; stopping (fix it, then start again)",
                              code=policy.EXIT_APP_LOAD_ERROR)
         if time.monotonic() - worker.spawned_at < 1.0:
@@ -327,7 +362,7 @@ class Arbiter:
             log.info("a reload is already in progress")
             return
         try:
-            config = load_config(self.cli_values, settings_file=self.settings_file)
+            config = self.reload_config()
             check_log_paths(config)
             load_worker_class(config.effective_worker_class)
         except (ConfigError, OSError, Exception) as exc:
@@ -345,6 +380,7 @@ class Arbiter:
         # Never reuse the number of an abandoned reload whose workers may still be exiting.
         generation = max([self.generation, *(w.generation for w in self.workers.values())]) + 1
         self.pending_reload = (generation, config, listeners)
+        self.hooks.on_reload(self)
         for _ in range(config.workers):
             self.spawn(config, listeners, generation)
         log.info("reloading: started %d workers of generation %d", config.workers, generation)
@@ -425,11 +461,12 @@ class Arbiter:
             listener.close(unlink=unlink)
         self.upgrader.remove_pidfile()
         log.info("master %d stopped", self.pid)
+        self.hooks.on_exit(self)
 
 
-def run_master(config: ServerConfig, *, cli_values: dict[str, Any], settings_file: str | None,
-               app: Any = None) -> int:
-    arbiter = Arbiter(config, cli_values=cli_values, settings_file=settings_file, app=app)
+def run_master(config: ServerConfig, *, reload_config: Callable[[], ServerConfig],
+               hooks: ServerHooks | None = None, app: Any = None) -> int:
+    arbiter = Arbiter(config, reload_config=reload_config, hooks=hooks, app=app)
     code = arbiter.run()
     sys.stdout.flush()
     return code

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,3 +48,19 @@ def parse_bind(text: str) -> BindAddress:
     if not 0 <= port <= 65535:
         raise ValueError(f"{text!r}: port {port} is outside 0-65535")
     return BindAddress("tcp", host=host, port=port)
+
+
+def parse_statsd_address(text: str) -> tuple[int, str | tuple[str, int]]:
+    """A StatsD server as gunicorn's ``statsd_host`` spells it: ``HOST:PORT``, ``[v6]:PORT`` or
+    ``unix://PATH`` -> (address family, address for a datagram socket)."""
+    if text.startswith("unix://"):
+        path = text[len("unix://"):]
+        if not path:
+            raise ValueError(f"{text!r}: unix:// needs a path")
+        return socket.AF_UNIX, path
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT or unix://PATH")
+    host = host.strip("[]") or "localhost"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return family, (host, int(port))

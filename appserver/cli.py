@@ -11,18 +11,30 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, get_origin
+from typing import TYPE_CHECKING, Any, get_origin
 
 from pydantic.fields import FieldInfo
 
-from .config import ConfigError, ServerConfig, config_as_toml, load_config
+from .config import ConfigError, ServerConfig, config_as_toml, gunicorn_name
+
+if TYPE_CHECKING:
+    from .compat.sources import ParsedArgs
 
 EXIT_USAGE = 2
 
 
-def _flags(field: FieldInfo) -> list[str]:
+# List settings given once as a comma-separated value (as gunicorn's flags take them), not
+# repeated.
+COMMA_SEPARATED = ("forwarded_allow_ips", "proxy_allow_ips")
+
+
+def _extra(field: FieldInfo) -> dict[str, Any]:
     extra = field.json_schema_extra
-    return list(extra.get("cli", [])) if isinstance(extra, dict) else []  # type: ignore[arg-type]
+    return extra if isinstance(extra, dict) else {}
+
+
+def _flags(field: FieldInfo) -> list[str]:
+    return list(_extra(field).get("cli", []))
 
 
 def _is_list(field: FieldInfo) -> bool:
@@ -32,7 +44,7 @@ def _is_list(field: FieldInfo) -> bool:
 def add_server_options(parser: argparse.ArgumentParser) -> dict[str, str]:
     """One option per setting; returns setting name -> the flag that sets it (for messages)."""
     names: dict[str, str] = {}
-    group = parser.add_argument_group("server settings (also [server] in --settings, or "
+    group = parser.add_argument_group("server settings (also in a -c config file, or "
                                       "APPSERVER_<NAME> in the environment)")
     for name, field in ServerConfig.model_fields.items():
         flags = _flags(field)
@@ -43,9 +55,12 @@ def add_server_options(parser: argparse.ArgumentParser) -> dict[str, str]:
         if field.annotation is bool:
             group.add_argument(*flags, dest=name, action="store_const", const=True,
                                default=argparse.SUPPRESS, help=help_text)
-        elif _is_list(field) and name != "forwarded_allow_ips":
+        elif _is_list(field) and name not in COMMA_SEPARATED:
             group.add_argument(*flags, dest=name, action="append", default=argparse.SUPPRESS,
                                metavar=name.upper(), help=help_text)
+        elif (const := _extra(field).get("cli_const")) is not None:
+            group.add_argument(*flags, dest=name, nargs="?", const=const,
+                               default=argparse.SUPPRESS, metavar=name.upper(), help=help_text)
         else:
             group.add_argument(*flags, dest=name, default=argparse.SUPPRESS,
                                metavar=name.upper(), help=help_text)
@@ -60,15 +75,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     sub.required = True
     serve = sub.add_parser("serve", help="run the WSGI server",
                            description="Run the WSGI server (gunicorn-compatible options).")
-    serve.add_argument("app", nargs="?", metavar="MODULE:CALLABLE",
-                       help="the WSGI app, e.g. myproject.wsgi:application or app:create_app()")
-    serve.add_argument("--settings", "-c", metavar="FILE",
-                       help="TOML file whose [server] table holds settings")
-    serve.add_argument("--check-config", action="store_true",
-                       help="validate the settings, import the app, then exit")
-    serve.add_argument("--print-config", action="store_true",
-                       help="print the resolved settings as TOML, then exit")
-    flags = add_server_options(serve)
+    flags = add_serve_arguments(serve)
     serve.set_defaults(func=None)
     schema = sub.add_parser("schema", help="print the JSON schema of the server settings")
     schema.set_defaults(func=lambda args: _print_schema())
@@ -83,6 +90,48 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     return parser, flags
 
 
+def add_serve_arguments(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """``serve``'s arguments: on the command line and in ``*_CMD_ARGS`` variables alike."""
+    from .compat import unsupported
+
+    parser.add_argument("app", nargs="?", metavar="MODULE:CALLABLE",
+                        help="the WSGI app, e.g. myproject.wsgi:application or app:create_app()")
+    parser.add_argument("-c", "--config", "--settings", dest="config", metavar="FILE",
+                        help="config file: gunicorn's Python format (PATH, file:PATH or "
+                        "python:MODULE), or TOML with a [server] table when it ends in .toml. "
+                        "Default: ./gunicorn.conf.py when it exists")
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the settings, import the app, then exit")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved settings as TOML, each with its source, then exit")
+    flags = add_server_options(parser)
+    unsupported.add_options(parser)
+    return flags
+
+
+class _EnvironmentParser(argparse.ArgumentParser):
+    """Parses ``GUNICORN_CMD_ARGS``/``APPSERVER_CMD_ARGS``: errors are settings errors that
+    name the variable, not a usage message and an exit."""
+
+    def error(self, message: str) -> Any:  # argparse's signature is NoReturn
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def parsed_args(args: argparse.Namespace, flags: dict[str, str]) -> ParsedArgs:
+    from .compat import unsupported
+    from .compat.sources import ParsedArgs
+
+    values = {name: getattr(args, name) for name in flags if hasattr(args, name)}
+    return ParsedArgs(values, flags, config=args.config, app=args.app,
+                      unsupported=unsupported.given_options(args))
+
+
+def parse_environment_argv(argv: list[str], source: str) -> ParsedArgs:
+    parser = _EnvironmentParser(prog=source, add_help=False)
+    flags = add_serve_arguments(parser)
+    return parsed_args(parser.parse_args(argv), flags)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser, flags = build_parser()
     args = parser.parse_args(argv)
@@ -92,24 +141,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(args: argparse.Namespace, flags: dict[str, str]) -> int:
+    from .compat.sources import Sources
     from .loader import AppLoadError, load_app, prepare_import_path
     from .sockets import BindError
 
-    cli_values: dict[str, Any] = {name: getattr(args, name) for name in flags if hasattr(args, name)}
-    if args.app:
-        cli_values["wsgi_app"] = args.app
-        flags = {**flags, "wsgi_app": "MODULE:CALLABLE"}
+    sources = Sources(parsed_args(args, flags), parse_environment_argv)
     try:
-        config = load_config(cli_values, settings_file=args.settings, cli_flags=flags)
+        loaded = sources.load()
     except ConfigError as exc:
         print(f"appserver: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    for warning in loaded.warnings:
+        print(f"appserver: warning: {warning}", file=sys.stderr)
+    config = loaded.config
     if args.print_config:
-        sys.stdout.write(config_as_toml(config))
+        sys.stdout.write(config_as_toml(config, loaded.resolved.origins))
         return 0
     if not config.wsgi_app:
         print("appserver: error: no app given: pass MODULE:CALLABLE, or set wsgi_app in the "
-              "[server] table of --settings", file=sys.stderr)
+              "config file (-c)", file=sys.stderr)
         return EXIT_USAGE
     os.environ.update(config.env_pairs)
     app = None
@@ -132,11 +182,17 @@ def serve(args: argparse.Namespace, flags: dict[str, str]) -> int:
             print(f"appserver: settings and app {config.wsgi_app} are OK")
             return 0
     from .arbiter import run_master
+    from .compat.hooks import GunicornHooks
+    from .hooks import HookFailed
     from .workers import WorkerClassError
     try:
-        return run_master(config, cli_values=cli_values, settings_file=args.settings, app=app)
+        return run_master(config, reload_config=sources.reload, hooks=GunicornHooks(), app=app)
     except (BindError, WorkerClassError, OSError) as exc:
         print(f"appserver: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except HookFailed as exc:
+        print(f"appserver: cannot start: the {exc} hook raised (its traceback is in the error "
+              f"log)", file=sys.stderr)
         return 1
 
 
@@ -149,17 +205,25 @@ def settings_doc() -> str:
     lines = ["# Server settings", "",
              "Generated by `appserver settings-doc` from `appserver/config.py`; do not edit.", "",
              "Each setting can be given on the command line, as `APPSERVER_<NAME>` in the "
-             "environment, or in the `[server]` table of a TOML file (`--settings FILE`). "
-             "Precedence: command line > environment > file > default.", "",
-             "| setting | command line | default | meaning |", "|---|---|---|---|"]
+             "environment (or in `APPSERVER_CMD_ARGS`/`GUNICORN_CMD_ARGS` as flags), in a "
+             "gunicorn-style Python config file (`-c gunicorn.conf.py`, read by default when "
+             "present) or in the `[server]` table of a TOML file (`-c FILE.toml`). Precedence: "
+             "command line > environment > file > default. The gunicorn column gives gunicorn "
+             "27's name, accepted too; hooks are callables set in a Python config file (or "
+             "\"module.function\" import paths). See docs/migrating-from-gunicorn.md.", "",
+             "| setting | gunicorn | command line | default | meaning |",
+             "|---|---|---|---|---|"]
     defaults = {"workers": "2 x cores + 1", "worker_tmp_dir": "/dev/shm if present"}
     for name, field in ServerConfig.model_fields.items():
-        flags = ", ".join(f"`{f}`" for f in _flags(field)) or "(positional)"
+        flags = ", ".join(f"`{f}`" for f in _flags(field)) or (
+            "(positional)" if name == "wsgi_app" else "(config file)")
+        theirs = gunicorn_name(name)
+        gunicorn = "same" if theirs == name else f"`{theirs}`" if theirs else "—"
         default = defaults.get(name, repr(field.default) if field.default is not None else "unset")
         if name in ("umask", "socket_mode"):
             default = f"{field.default:04o}"
         desc = (field.description or "").replace("|", "\\|")
-        lines.append(f"| `{name}` | {flags} | `{default}` | {desc} |")
+        lines.append(f"| `{name}` | {gunicorn} | {flags} | `{default}` | {desc} |")
     return "\n".join(lines) + "\n"
 
 

@@ -7,27 +7,82 @@ all generated from these declarations, so a setting cannot be documented one way
 Sources, highest precedence first: command line > environment (``APPSERVER_<NAME>``, and
 ``WEB_CONCURRENCY`` for the worker count) > the ``[server]`` table of a TOML file > default.
 Unknown keys are errors, and every error names where the value came from, the key, the value and
-what is allowed.
+what is allowed.  gunicorn's Python config files, ``GUNICORN_CMD_ARGS`` and ``APPSERVER_CMD_ARGS``
+are further sources, loaded by :mod:`appserver.compat.sources` into the same :class:`Layer` s.
+
+A field whose gunicorn name differs carries it (``gunicorn="keepalive"``): both names are
+accepted everywhere.  The server hooks are settings too (callables, or "module.function" import
+strings as gunicorn accepts); the core calls them through :mod:`appserver.hooks`.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import inspect
 import os
 import re
+import sys
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
-from .binds import BindAddress, parse_bind
+from .binds import BindAddress, parse_bind, parse_statsd_address
 from .forwarded import parse_allow_list
 from .machine import default_heartbeat_dir, default_workers
 
 # Worker classes known to the server; each is imported lazily by appserver.workers.
 WORKER_CLASSES = ("sync", "gthread", "gevent", "eventlet", "tornado", "asyncio")
+# gunicorn's names for its worker classes (SUPPORTED_WORKERS, the dotted paths, the "egg:"
+# form), as ours: a gunicorn command line or config keeps working unchanged.
+GUNICORN_WORKER_CLASSES = {
+    "gevent_wsgi": "gevent", "gevent_pywsgi": "gevent", "eventlet": "eventlet",
+    "gunicorn.workers.sync.SyncWorker": "sync",
+    "gunicorn.workers.gthread.ThreadWorker": "gthread",
+    "gunicorn.workers.ggevent.GeventWorker": "gevent",
+    "gunicorn.workers.ggevent.GeventPyWSGIWorker": "gevent",
+    "gunicorn.workers.geventlet.EventletWorker": "eventlet",
+    "gunicorn.workers.gtornado.TornadoWorker": "tornado",
+}
+# Classes other servers ship for gunicorn, and what to use here instead.
+FOREIGN_WORKER_CLASSES = {
+    "asgi": "gunicorn's ASGI worker: ASGI apps are not served yet; a WSGI app runs on asyncio",
+    "gunicorn.workers.gasgi.ASGIWorker": "gunicorn's ASGI worker: ASGI apps are not served yet",
+    "uvicorn.workers.UvicornWorker": "uvicorn's worker serves ASGI apps, which are not served "
+    "yet; for a WSGI app choose asyncio (uvloop) or gthread",
+    "uvicorn.workers.UvicornH11Worker": "uvicorn's worker serves ASGI apps, which are not served "
+    "yet; for a WSGI app choose asyncio or gthread",
+    "uvicorn_worker.UvicornWorker": "uvicorn's worker serves ASGI apps, which are not served "
+    "yet; for a WSGI app choose asyncio (uvloop) or gthread",
+}
+
+
+def worker_class_name(value: str) -> str:
+    """Our name for a worker class given as ours or as gunicorn names it; ValueError naming
+    what to use for anything else."""
+    name = value.removeprefix("egg:gunicorn#")
+    name = GUNICORN_WORKER_CLASSES.get(name, name)
+    if name in WORKER_CLASSES:
+        return name
+    why = FOREIGN_WORKER_CLASSES.get(name)
+    if why:
+        raise ValueError(f"{value!r}: {why}")
+    raise ValueError(f"{value!r} is not a worker class (gunicorn's names for ours are accepted "
+                     f"too)")
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 # gunicorn's default access log format is the common format; the issue asks for the combined one.
@@ -89,17 +144,64 @@ def _memory_size(value: Any) -> Any:
     return value
 
 
+def _import_callable(value: Any) -> Any:
+    """A hook given as "package.module.function" (TOML, the environment) is imported, as
+    gunicorn's validate_callable does; a callable (a Python config file) is taken as it is."""
+    if not isinstance(value, str):
+        return value
+    module_name, _, attr = value.rpartition(".")
+    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", value):
+        raise ValueError(f"{value!r} is not an import path such as mypkg.hooks.post_fork")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except ImportError as exc:
+        raise ValueError(f"cannot import {module_name!r}: {exc}") from None
+    except AttributeError:
+        raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+
+
+def positional_arity(func: Callable[..., Any]) -> int:
+    """How many positional parameters ``func`` declares -- gunicorn's rule for a hook's arity
+    (parameters with defaults count; ``*args`` does not)."""
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(p.kind in kinds for p in inspect.signature(func).parameters.values())
+
+
 StrList = Annotated[list[str], BeforeValidator(_split_list)]
+LogLevel = Annotated[Literal["debug", "info", "warning", "error", "critical"],
+                     BeforeValidator(lambda value: value.lower() if isinstance(value, str) else value)]
 OctalMode = Annotated[int, BeforeValidator(_octal), Field(ge=0, le=0o7777)]
 MemorySize = Annotated[int, BeforeValidator(_memory_size), Field(ge=0)]
+# A hook: a callable, or its import path.  In the JSON schema (TOML, environment) it is a string.
+Hook = Annotated[Callable[..., Any] | None, BeforeValidator(_import_callable),
+                 WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "null"}]})]
 
 
-def setting(default: Any = None, *, help: str, cli: tuple[str, ...] = (), **kwargs: Any) -> Any:
-    """Declare a setting: its default, help text, CLI flags and bounds, all in one place."""
-    extra: dict[str, Any] = {"cli": list(cli)}
+def setting(default: Any = None, *, help: str, cli: tuple[str, ...] = (),
+            gunicorn: str | bool = True, hook: tuple[int, ...] = (), cli_const: Any = None,
+            **kwargs: Any) -> Any:
+    """Declare a setting: its default, help text, CLI flags and bounds, all in one place.
+
+    ``gunicorn``: True when gunicorn 27 has the setting under the same name, its name when it
+    differs (accepted as an alias), False when it has none.  ``hook``: the arities a server
+    hook may have (gunicorn's signature), which makes the setting a hook.  ``cli_const``: the
+    value of the flag given without one (gunicorn's ``--proxy-protocol`` alone means auto)."""
+    extra: dict[str, Any] = {"cli": list(cli), "gunicorn": gunicorn}
+    if cli_const is not None:
+        extra["cli_const"] = cli_const
+    if hook:
+        extra["hook_arity"] = list(hook)
     if callable(default):
         return Field(default_factory=default, description=help, json_schema_extra=extra, **kwargs)
     return Field(default=default, description=help, json_schema_extra=extra, **kwargs)
+
+
+def hook_arities(name: str) -> tuple[int, ...]:
+    """The arities the hook setting ``name`` may have; () when it is not a hook."""
+    field_info = ServerConfig.model_fields.get(name)
+    extra = field_info.json_schema_extra if field_info is not None else None
+    arity = extra.get("hook_arity") if isinstance(extra, dict) else None
+    return tuple(arity) if isinstance(arity, list) else ()  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,7 +230,7 @@ class ServerConfig(BaseModel):
         help="Threads per worker: the gthread class's threads (sync with --threads > 1 means "
         "gthread), and the app pool of the asyncio and tornado classes (64 when left at 1).")
     asyncio_loop: Literal["auto", "asyncio", "uvloop"] = setting(
-        "auto", cli=("--loop",),
+        "auto", gunicorn=False, cli=("--loop",),
         help="Event loop of the asyncio and tornado classes: uvloop, asyncio, or auto (uvloop "
         "when installed).")
     worker_connections: int = setting(
@@ -142,11 +244,11 @@ class ServerConfig(BaseModel):
         30, cli=("--graceful-timeout",), ge=0, le=86400,
         help="Seconds in-flight requests get to finish on a graceful stop, reload or recycle.")
     keep_alive: int = setting(
-        5, cli=("--keep-alive",), ge=0, le=3600,
+        5, cli=("--keep-alive",), gunicorn="keepalive", ge=0, le=3600,
         help="Seconds an idle keep-alive connection stays open. Keep it above nginx's upstream "
         "keepalive_timeout so that nginx, not the server, closes idle connections. 0: no keep-alive.")
     header_timeout: float = setting(
-        10.0, cli=("--header-timeout",), gt=0, le=3600,
+        10.0, gunicorn=False, cli=("--header-timeout",), gt=0, le=3600,
         help="Seconds a client gets to send a complete request head (slowloris defence); also the "
         "longest a request body read or a response write may go without progress.")
     max_requests: int = setting(
@@ -156,18 +258,18 @@ class ServerConfig(BaseModel):
         0, cli=("--max-requests-jitter",), ge=0,
         help="Random 0..N added to --max-requests per worker, so workers do not recycle together.")
     max_worker_memory: MemorySize = setting(
-        0, cli=("--max-worker-memory",),
+        0, gunicorn=False, cli=("--max-worker-memory",),
         help="Recycle a worker whose resident memory exceeds this size (512M, 1G; a bare number "
         "is MiB). 0: never.")
     backlog: int = setting(
         2048, cli=("--backlog",), ge=1, le=65535,
         help="Listen backlog: connections the kernel queues while every worker is busy.")
-    umask: OctalMode = setting(0, cli=("--umask",), help="umask of the server processes (octal).")
+    umask: OctalMode = setting(0, cli=("-m", "--umask"), help="umask of the server processes (octal).")
     socket_mode: OctalMode = setting(
-        0o660, cli=("--socket-mode",),
+        0o660, gunicorn=False, cli=("--socket-mode",),
         help="File mode of unix sockets (octal). nginx's worker user needs write permission.")
     socket_group: str | None = setting(
-        None, cli=("--socket-group",),
+        None, gunicorn=False, cli=("--socket-group",),
         help="Group (name or id) given to unix sockets, e.g. the nginx worker user's group.")
     preload_app: bool = setting(
         False, cli=("--preload",),
@@ -189,21 +291,42 @@ class ServerConfig(BaseModel):
         COMBINED_FORMAT, cli=("--access-logformat",),
         help="Access log format in gunicorn's atoms (%(h)s, %(r)s, %(s)s, %(D)s, %({name}i)s ...).")
     access_log_json: bool = setting(
-        False, cli=("--access-log-json",),
+        False, gunicorn=False, cli=("--access-log-json",),
         help="Write the access log as JSON lines (one object per request) instead of the format.")
     errorlog: str = setting("-", cli=("--error-logfile", "--log-file"), help="Error log file; '-' is stderr.")
-    loglevel: Literal["debug", "info", "warning", "error", "critical"] = setting(
-        "info", cli=("--log-level",), help="Error log level: " + ", ".join(LOG_LEVELS) + ".")
+    loglevel: LogLevel = setting(
+        "info", cli=("--log-level",),
+        help="Error log level: " + ", ".join(LOG_LEVELS) + " (in any case, as gunicorn takes it).")
     forwarded_allow_ips: StrList = setting(
         ["127.0.0.1", "::1"], cli=("--forwarded-allow-ips",),
         help="Peers allowed to send X-Forwarded-For/-Proto (comma-separated addresses and CIDR "
         "ranges; '*': every peer). A unix-socket peer (nginx) always is. Says who may send "
         "them, never how many of their entries are believed: see forwarded_hops.")
     forwarded_hops: int = setting(
-        1, cli=("--forwarded-hops",), ge=1, le=32,
+        1, gunicorn=False, cli=("--forwarded-hops",), ge=1, le=32,
         help="Proxies in front that append to X-Forwarded-For/-Proto: the entry this many places "
         "from the right is believed (REMOTE_ADDR, wsgi.url_scheme), everything left of it is "
         "ignored; a header with fewer entries is ignored whole (Werkzeug ProxyFix's x_for).")
+    proxy_protocol: Literal["off", "v1", "v2", "auto"] = setting(
+        "off", cli=("--proxy-protocol",), cli_const="auto",
+        help="Read a PROXY protocol header (HAProxy, stunnel) at the start of each connection: "
+        "off, v1, v2 or auto (--proxy-protocol alone: auto). The header is optional; its "
+        "client address becomes REMOTE_ADDR. From a peer outside proxy_allow_ips it is a 403.")
+    proxy_allow_ips: StrList = setting(
+        ["127.0.0.1", "::1"], cli=("--proxy-allow-from",),
+        help="Peers allowed to send a PROXY header (comma-separated addresses and CIDR ranges; "
+        "'*': every peer). A unix-socket peer always is.")
+    statsd_host: str | None = setting(
+        None, cli=("--statsd-host",),
+        help="Send StatsD metrics with gunicorn's names (gunicorn.requests, "
+        "gunicorn.request.duration, gunicorn.request.status.<code>, gunicorn.workers, "
+        "gunicorn.log.<level>) to HOST:PORT (UDP) or unix://PATH. Default: none.")
+    statsd_prefix: str = setting(
+        "", cli=("--statsd-prefix",),
+        help="A prefix for every StatsD name (a dot is added after it).")
+    dogstatsd_tags: str = setting(
+        "", cli=("--dogstatsd-tags",),
+        help="DogStatsD tags appended to every StatsD metric, e.g. 'env:prod,team:web'.")
     limit_request_line: int = setting(
         4094, cli=("--limit-request-line",), ge=0, le=HARD_MAX_REQUEST_LINE,
         help=f"Longest request line in bytes (414 beyond). 0: the hard ceiling, {HARD_MAX_REQUEST_LINE}.")
@@ -215,11 +338,11 @@ class ServerConfig(BaseModel):
         le=HARD_MAX_FIELD_SIZE,
         help=f"Largest header field in bytes (431 beyond). 0: the hard ceiling, {HARD_MAX_FIELD_SIZE}.")
     limit_request_body: int = setting(
-        0, cli=("--limit-request-body",), ge=0,
+        0, gunicorn=False, cli=("--limit-request-body",), ge=0,
         help="Largest request body in bytes (413 beyond). 0: no limit (nginx's client_max_body_size "
         "usually applies first).")
     websocket_ping_interval: float = setting(
-        20.0, cli=("--websocket-ping-interval",), ge=0, le=3600,
+        20.0, gunicorn=False, cli=("--websocket-ping-interval",), ge=0, le=3600,
         help="Seconds between the server's pings on an idle WebSocket; a peer that does not answer "
         "within another interval is disconnected (close 1011). Keep nginx's proxy_read_timeout "
         "above it. 0: no pings.")
@@ -228,10 +351,10 @@ class ServerConfig(BaseModel):
         help="Largest WebSocket message a client may send (close 1009 beyond); 512K, 16M (a bare "
         "number is MiB).")
     websocket_max_connections: int = setting(
-        1000, cli=("--websocket-max-connections",), ge=1, le=1_000_000,
+        1000, gunicorn=False, cli=("--websocket-max-connections",), ge=1, le=1_000_000,
         help="Most open WebSockets per worker; further upgrades get 503.")
     websocket_idle_timeout: float = setting(
-        0.0, cli=("--websocket-idle-timeout",), ge=0, le=86400,
+        0.0, gunicorn=False, cli=("--websocket-idle-timeout",), ge=0, le=86400,
         help="Close a WebSocket (1000) after this many seconds without a message in either "
         "direction. 0: never (pings still detect dead peers).")
     raw_env: StrList = setting(
@@ -240,6 +363,45 @@ class ServerConfig(BaseModel):
         False, cli=("--reload",),
         help="Development: reload the workers when a loaded Python file changes.")
 
+    # ---- server hooks: gunicorn's names, signatures and moments (see appserver/hooks.py) ------
+    on_starting: Hook = setting(None, hook=(1,), help="Hook on_starting(server): in the master, "
+                                "before the sockets are bound.")
+    on_reload: Hook = setting(None, hook=(1,), help="Hook on_reload(server): in the master, on "
+                              "HUP, once the new settings are loaded.")
+    when_ready: Hook = setting(None, hook=(1,), help="Hook when_ready(server): in the master, "
+                               "once it listens, before the first workers are forked.")
+    pre_fork: Hook = setting(None, hook=(2,), help="Hook pre_fork(server, worker): in the master, "
+                             "just before a worker is forked.")
+    post_fork: Hook = setting(None, hook=(2,), help="Hook post_fork(server, worker): in the new "
+                              "worker, before it loads the app. If it raises, the worker fails "
+                              "to boot and the server stops, as gunicorn's does.")
+    post_worker_init: Hook = setting(None, hook=(1,), help="Hook post_worker_init(worker): in the "
+                                     "worker, once the app is loaded. Raising fails the boot.")
+    worker_int: Hook = setting(None, hook=(1,), help="Hook worker_int(worker): in the worker, on "
+                               "SIGINT or SIGQUIT, before it exits.")
+    worker_abort: Hook = setting(None, hook=(1,), help="Hook worker_abort(worker): in the worker, "
+                                 "on SIGABRT (sent when it timed out), before it dies.")
+    pre_exec: Hook = setting(None, hook=(1,), help="Hook pre_exec(server): in the forked child, "
+                             "just before the new master is exec'd (USR2).")
+    pre_request: Hook = setting(None, hook=(2,), help="Hook pre_request(worker, req): in the "
+                                "worker, before the app is called. If it raises, the client gets "
+                                "a 500, as with gunicorn.")
+    post_request: Hook = setting(None, hook=(2, 3, 4), help="Hook post_request(worker, req, "
+                                 "environ, resp): in the worker, after the response (and its "
+                                 "access log line).")
+    child_exit: Hook = setting(None, hook=(2,), help="Hook child_exit(server, worker): in the "
+                               "master, once a worker has exited and been reaped.")
+    worker_exit: Hook = setting(None, hook=(2,), help="Hook worker_exit(server, worker): in the "
+                                "worker, as it exits (after it served its last request).")
+    nworkers_changed: Hook = setting(None, hook=(3,), help="Hook nworkers_changed(server, "
+                                     "new_value, old_value): in the master, when the wanted "
+                                     "number of workers changes (TTIN, TTOU, reload).")
+    on_exit: Hook = setting(None, hook=(1,), help="Hook on_exit(server): in the master, just "
+                            "before it exits.")
+    ssl_context: Hook = setting(None, hook=(2,), help="Hook ssl_context(config, "
+                                "default_ssl_context_factory): not supported yet -- the server "
+                                "has no TLS listeners; terminate TLS in nginx.")
+
     @field_validator("bind")
     @classmethod
     def _valid_bind(cls, value: list[str]) -> list[str]:
@@ -247,18 +409,23 @@ class ServerConfig(BaseModel):
             parse_bind(item)
         return value
 
-    @field_validator("forwarded_allow_ips")
+    @field_validator("forwarded_allow_ips", "proxy_allow_ips")
     @classmethod
     def _allow_list(cls, value: list[str]) -> list[str]:
         parse_allow_list(value)
         return value
 
+    @field_validator("statsd_host")
+    @classmethod
+    def _statsd_address(cls, value: str | None) -> str | None:
+        if value:
+            parse_statsd_address(value)
+        return value or None
+
     @field_validator("worker_class")
     @classmethod
     def _known_worker(cls, value: str) -> str:
-        if value not in WORKER_CLASSES:
-            raise ValueError(f"{value!r} is not a worker class; choose one of {', '.join(WORKER_CLASSES)}")
-        return value
+        return worker_class_name(value)
 
     @field_validator("raw_env")
     @classmethod
@@ -273,6 +440,28 @@ class ServerConfig(BaseModel):
     def _app_spec(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[\w.]+(:[\w.]+(\(.*\))?)?", value):
             raise ValueError(f"{value!r} is not MODULE:CALLABLE or MODULE:factory()")
+        return value
+
+    @field_validator("*")
+    @classmethod
+    def _hook_arity(cls, value: Any, info: ValidationInfo) -> Any:
+        """A hook must take gunicorn's arguments (its validate_callable checks the same)."""
+        arities = hook_arities(info.field_name or "")
+        if not arities or value is None:
+            return value
+        if info.field_name == "ssl_context":
+            raise ValueError("not supported yet: the server has no TLS listeners of its own; "
+                             "terminate TLS in nginx (the bundle does)")
+        if not callable(value):
+            raise ValueError(f"{value!r} is not callable")
+        try:
+            arity = positional_arity(value)
+        except (TypeError, ValueError):  # a builtin without a signature: trust it
+            return value
+        if arity not in arities:
+            wanted = " or ".join(map(str, arities))
+            raise ValueError(f"a hook {info.field_name} takes {wanted} positional arguments, "
+                             f"{getattr(value, '__qualname__', value)!r} takes {arity}")
         return value
 
     # ---- derived values ------------------------------------------------------------------
@@ -306,6 +495,24 @@ class ServerConfig(BaseModel):
 
 
 SETTING_NAMES = tuple(ServerConfig.model_fields)
+HOOK_NAMES = tuple(name for name in SETTING_NAMES if hook_arities(name))
+
+
+def _extra(name: str) -> dict[str, Any]:
+    field_info = ServerConfig.model_fields.get(name)
+    extra = field_info.json_schema_extra if field_info is not None else None
+    return extra if isinstance(extra, dict) else {}
+
+
+def gunicorn_name(name: str) -> str | None:
+    """gunicorn 27's name of one of our settings (None: gunicorn has no such setting)."""
+    value = _extra(name).get("gunicorn", True)
+    return name if value is True else (value or None)
+
+
+# gunicorn's spelling -> ours, where they differ: accepted in every source.
+ALIASES = {alias: name for name in SETTING_NAMES
+           if (alias := gunicorn_name(name)) is not None and alias != name}
 ENV_PREFIX = "APPSERVER_"
 # Variables the server passes to itself (USR2 upgrade); never settings.
 INTERNAL_ENV = {"APPSERVER_FDS", "APPSERVER_PARENT_PID"}
@@ -317,10 +524,25 @@ INTERNAL_ENV = {"APPSERVER_FDS", "APPSERVER_PARENT_PID"}
 
 @dataclass
 class Layer:
-    """Values from one source, with a label for each key used in error messages."""
+    """Values from one source, with a label for each key used in error messages and the
+    source's name shown by ``--print-config`` (``origin``; per key in ``origins`` when the keys
+    of one layer come from different places, e.g. several environment variables)."""
 
     values: dict[str, Any]
     labels: dict[str, str]
+    origin: str = ""
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def origin_of(self, key: str) -> str:
+        return self.origins.get(key, self.origin)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The validated settings and, per setting, where its value came from."""
+
+    config: ServerConfig
+    origins: dict[str, str]
 
 
 def file_layer(path: str | os.PathLike[str]) -> Layer:
@@ -334,50 +556,77 @@ def file_layer(path: str | os.PathLike[str]) -> Layer:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not UTF-8
         raise ConfigError(f"{path}: cannot read: {exc}") from None
+    # A gunicorn-style file that happens to parse as TOML (``workers = 3``) put its settings at
+    # the top level, where they used to be ignored without a word.
+    loose = [key for key, value in data.items() if not isinstance(value, dict) and key != "server"]
+    if loose:
+        raise ConfigError(f"{path}: {', '.join(loose)}: outside any table; server settings go "
+                          f"in the [server] table (a gunicorn config file is Python: name it "
+                          f"*.py)")
     server = data.get("server", {})
     if not isinstance(server, dict):
         raise ConfigError(f"{path}: [server] must be a table, got {server!r}")
-    return Layer(dict(server), {key: f"{path}: [server] {key}" for key in server})
+    return Layer(dict(server), {key: f"{path}: [server] {key}" for key in server},
+                 origin=f"file {path}")
 
 
-def env_layer(environ: Mapping[str, str]) -> Layer:
-    values: dict[str, Any] = {}
-    labels: dict[str, str] = {}
-    if "WEB_CONCURRENCY" in environ:
-        values["workers"] = environ["WEB_CONCURRENCY"]
-        labels["workers"] = "environment WEB_CONCURRENCY"
+def web_concurrency_layer(environ: Mapping[str, str]) -> Layer:
+    if "WEB_CONCURRENCY" not in environ:
+        return Layer({}, {})
+    return Layer({"workers": environ["WEB_CONCURRENCY"]},
+                 {"workers": "environment WEB_CONCURRENCY"}, origin="env WEB_CONCURRENCY")
+
+
+def env_layer(environ: Mapping[str, str], *, web_concurrency: bool = True) -> Layer:
+    """``APPSERVER_<NAME>`` variables (and WEB_CONCURRENCY, below them, unless the caller
+    places it elsewhere: under a gunicorn config file it is only the default worker count)."""
+    layer = web_concurrency_layer(environ) if web_concurrency else Layer({}, {})
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in INTERNAL_ENV:
+        if not name.startswith(ENV_PREFIX) or name in INTERNAL_ENV or name.endswith("_CMD_ARGS"):
             continue
         key = name[len(ENV_PREFIX):].lower()
-        values[key] = value
-        labels[key] = f"environment {name}"
-    return Layer(values, labels)
+        layer.values[key] = value
+        layer.labels[key] = f"environment {name}"
+        layer.origins[key] = f"env {name}"
+    layer.origins.update({key: layer.origin for key in layer.values if key not in layer.origins})
+    return layer
 
 
 def cli_layer(values: Mapping[str, Any], flags: Mapping[str, str]) -> Layer:
-    return Layer(dict(values), {key: f"command line {flags.get(key, key)}" for key in values})
+    return Layer(dict(values), {key: f"command line {flags.get(key, key)}" for key in values},
+                 origins={key: f"command line {flags.get(key, key)}" for key in values})
 
 
 def build_config(*layers: Layer) -> ServerConfig:
     """Merge layers (lowest precedence first) and validate; errors name source, key and value."""
+    return resolve(*layers).config
+
+
+def resolve(*layers: Layer) -> Resolved:
+    """Merge layers (lowest precedence first), gunicorn's spellings folded into ours, and
+    validate; errors name source, key and value."""
     merged: dict[str, Any] = {}
     labels: dict[str, str] = {}
+    origins: dict[str, str] = {}
     for layer in layers:
-        merged.update(layer.values)
-        labels.update(layer.labels)
+        for key, value in layer.values.items():
+            name = ALIASES.get(key, key)
+            merged[name] = value
+            labels[name] = layer.labels.get(key, key)
+            origins[name] = layer.origin_of(key)
     problems = []
     for key in merged:
         if key not in ServerConfig.model_fields:
-            hint = difflib.get_close_matches(key, SETTING_NAMES, n=1)
+            hint = difflib.get_close_matches(key, [*SETTING_NAMES, *ALIASES], n=1)
             suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
             problems.append(f"{labels.get(key, key)}: unknown setting {key!r}{suggestion}")
     if problems:
         raise ConfigError("\n".join(problems))
     try:
-        return ServerConfig.model_validate(merged)
+        config = ServerConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, merged, labels)) from None
+    return Resolved(config, {name: origins.get(name, "default") for name in SETTING_NAMES})
 
 
 def describe_validation_error(exc: ValidationError, values: Mapping[str, Any],
@@ -385,11 +634,12 @@ def describe_validation_error(exc: ValidationError, values: Mapping[str, Any],
     lines = []
     for err in exc.errors():
         key = str(err["loc"][0]) if err["loc"] else "?"
-        field = ServerConfig.model_fields.get(key)
+        field_info = ServerConfig.model_fields.get(key)
         where = labels.get(key, f"setting {key}")
         shown = values.get(key, err.get("input"))
         message = err["msg"].removeprefix("Value error, ")
-        allowed = f" ({field.description})" if field is not None and field.description else ""
+        allowed = (f" ({field_info.description})"
+                   if field_info is not None and field_info.description else "")
         lines.append(f"{where} = {shown!r}: {message}.{allowed}")
     return "\n".join(lines)
 
@@ -397,7 +647,7 @@ def describe_validation_error(exc: ValidationError, values: Mapping[str, Any],
 def load_config(cli_values: Mapping[str, Any] | None = None, *, settings_file: str | None = None,
                 environ: Mapping[str, str] | None = None,
                 cli_flags: Mapping[str, str] | None = None) -> ServerConfig:
-    """Build the config from a settings file, the environment and the command line."""
+    """Build the config from a TOML settings file, the environment and the command line."""
     layers = []
     if settings_file:
         layers.append(file_layer(settings_file))
@@ -406,27 +656,47 @@ def load_config(cli_values: Mapping[str, Any] | None = None, *, settings_file: s
     return build_config(*layers)
 
 
-def config_as_toml(config: ServerConfig) -> str:
-    """The resolved settings as a ``[server]`` TOML table (``--print-config``)."""
+def config_as_toml(config: ServerConfig, origins: Mapping[str, str] | None = None) -> str:
+    """The resolved settings as a ``[server]`` TOML table (``--print-config``); with
+    ``origins``, each value is followed by a comment naming its source."""
     lines = ["[server]"]
-    for name, field in ServerConfig.model_fields.items():
+    for name, field_info in ServerConfig.model_fields.items():
         value = getattr(config, name)
-        if field.description:
-            lines.append(f"# {field.description}")
+        if field_info.description:
+            lines.append(f"# {field_info.description}")
+        source = f"  # {origins.get(name, 'default')}" if origins is not None else ""
         if value is None:
-            lines.append(f"# {name} =  (unset)")
-            continue
-        lines.append(f"{name} = {setting_as_toml(name, value)}")
+            lines.append(f"# {name} =  (unset){source}")
+        elif callable(value) and not _importable(value):
+            lines.append(f"# {name} = <{_qualified(value)}> (a callable of a Python config "
+                         f"file){source}")
+        else:
+            lines.append(f"{name} = {setting_as_toml(name, value)}{source}")
     return "\n".join(lines) + "\n"
+
+
+def _qualified(func: Callable[..., Any]) -> str:
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
+
+
+def _importable(func: Callable[..., Any]) -> bool:
+    """A hook that "module.function" imports again (not one defined in a config file)."""
+    module = sys.modules.get(getattr(func, "__module__", None) or "")
+    name = getattr(func, "__qualname__", "")
+    return module is not None and module.__name__ != "__config__" \
+        and getattr(module, name, None) is func
 
 
 def setting_input(name: str, value: Any) -> Any:
     """A validated setting's value in a form that validates back to the same value: octal modes
-    as "0660" and sizes with a unit (a bare number would mean MiB).  For writers of settings
-    (--print-config, the bundle) and for code that validates a setting a second time."""
+    as "0660" and sizes with a unit (a bare number would mean MiB), hooks as their import path.
+    For writers of settings (--print-config, the bundle) and for code that validates a setting
+    a second time."""
     field = ServerConfig.model_fields.get(name)
     if name in ("umask", "socket_mode") and isinstance(value, int):
         return f"{value:04o}"
+    if hook_arities(name) and callable(value):
+        return _qualified(value)
     if field is not None and isinstance(value, int) and not isinstance(value, bool) \
             and any(getattr(m, "func", None) is _memory_size for m in field.metadata):
         return _size_text(value)

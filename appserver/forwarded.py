@@ -54,19 +54,17 @@ def parse_allow_list(allow: Iterable[str]) -> tuple[bool, frozenset[str], tuple[
     return allow_all, frozenset(exact), tuple(networks)
 
 
-class ForwardedTrust:
-    """Whose forwarded headers are read (``allow``) and how many hops of them are believed."""
+class AllowList:
+    """Peers allowed to do something (``forwarded_allow_ips``, ``proxy_allow_ips``): ``*``,
+    addresses and CIDR ranges.  A unix-socket peer (nginx on the same host) always is, as in
+    gunicorn: it has no address to check."""
 
-    __slots__ = ("allow_all", "allowed", "networks", "hops")
+    __slots__ = ("allow_all", "allowed", "networks")
 
-    def __init__(self, allow: Iterable[str], hops: int = 1) -> None:
-        if hops < 1:
-            raise ValueError(f"forwarded hops must be at least 1, got {hops}")
+    def __init__(self, allow: Iterable[str]) -> None:
         self.allow_all, self.allowed, self.networks = parse_allow_list(allow)
-        self.hops = hops
 
     def allows(self, peer_ip: str, is_unix: bool) -> bool:
-        """May this peer set the forwarded headers?  (Not: which of its entries to believe.)"""
         if is_unix or self.allow_all or peer_ip in self.allowed:
             return True
         if not self.networks or not peer_ip:
@@ -76,6 +74,19 @@ class ForwardedTrust:
         except ValueError:
             return False
         return any(address in network for network in self.networks)
+
+
+class ForwardedTrust(AllowList):
+    """Whose forwarded headers are read (``allow``) and how many hops of them are believed.
+    ``allows()`` says whether a peer may set the headers at all, never which entry counts."""
+
+    __slots__ = ("hops",)
+
+    def __init__(self, allow: Iterable[str], hops: int = 1) -> None:
+        if hops < 1:
+            raise ValueError(f"forwarded hops must be at least 1, got {hops}")
+        super().__init__(allow)
+        self.hops = hops
 
     def client(self, forwarded_for: str) -> str | None:
         """The client address at the believed hop of an X-Forwarded-For value, or None when the

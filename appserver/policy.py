@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from enum import Enum
 
 EXIT_APP_LOAD_ERROR = 4
+EXIT_BOOT_ERROR = 3  # a post_fork/post_worker_init hook raised (gunicorn's WORKER_BOOT_ERROR)
 ABORT_GRACE = 2.0  # seconds between SIGABRT (stack dump) and SIGKILL for a timed-out worker
 
 
 class Reason(Enum):
     STOPPED = "stopped"              # exited 0 (asked to, or recycled itself)
     APP_LOAD_ERROR = "app load error"
+    BOOT_ERROR = "boot error"        # a boot hook raised: as fatal as an app load error
     CRASHED = "crashed"              # non-zero exit
     TIMEOUT_KILL = "timeout kill"    # the master aborted it: no heartbeat
     GRACE_KILL = "graceful timeout kill"  # the master killed it: it outlived the graceful timeout
@@ -58,6 +60,10 @@ def describe_exit(pid: int, status: int, *, aborted_by_master: bool, killed_by_m
     if code == EXIT_APP_LOAD_ERROR:
         return ExitVerdict(Reason.APP_LOAD_ERROR,
                            f"worker {pid} failed to load the app (see its traceback above)", "error")
+    if code == EXIT_BOOT_ERROR:
+        return ExitVerdict(Reason.BOOT_ERROR,
+                           f"worker {pid} failed to boot: its post_fork or post_worker_init "
+                           f"hook raised (see the traceback above)", "error")
     return ExitVerdict(Reason.CRASHED, f"worker {pid} exited with status {code}", "error")
 
 

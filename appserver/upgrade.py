@@ -111,6 +111,7 @@ class Upgrader:
                 env[FDS_ENV] = ",".join(str(fd) for fd in fds)
                 env[PARENT_ENV] = str(self.arbiter.pid)
                 os.chdir(START_CWD)
+                self.arbiter.hooks.pre_exec(self.arbiter)
                 os.execvpe(command[0], command, env)
             except BaseException as exc:
                 sys.stderr.write(f"appserver: cannot start the new master: {exc}\n")

@@ -12,7 +12,7 @@ import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from .forwarded import ForwardedTrust
@@ -28,6 +28,9 @@ from .http.response import (
     http_date,
     serialize_head,
 )
+
+if TYPE_CHECKING:
+    from .hooks import RequestHooks
 
 SERVER_SOFTWARE = "appserver/0.1"
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
@@ -158,6 +161,8 @@ class WSGIContext:
     def __init__(self, *, multithread: bool, multiprocess: bool, trusted_ips: list[str],
                  forwarded_hops: int = 1, errors: IO[str] | None = None) -> None:
         self.forwarded = ForwardedTrust(trusted_ips, forwarded_hops)
+        # pre_request/post_request (appserver.hooks); None, the usual case, costs one test.
+        self.hooks: RequestHooks | None = None
         self.script_name = os.environ.get("SCRIPT_NAME", "").rstrip("/")
         self.base: dict[str, Any] = {
             "wsgi.version": (1, 0),

@@ -86,7 +86,11 @@ def test_print_config_output_feeds_back_in(capsys: pytest.CaptureFixture[str], t
     text = capsys.readouterr().out
     (tmp_path / "printed.toml").write_text(text)
     assert main(["serve", "--print-config", "--settings", "printed.toml"]) == 0
-    assert capsys.readouterr().out == text
+    again = capsys.readouterr().out
+    assert tomllib.loads(again) == tomllib.loads(text)
+    # Only the source comments differ: each value now comes from the file.
+    assert "workers = 3  # command line --workers" in text
+    assert f"workers = 3  # file {tmp_path / 'printed.toml'}" in again
 
 
 def _env() -> dict[str, str]:
@@ -123,9 +127,20 @@ def test_errors_exit_2_with_a_message(capsys: pytest.CaptureFixture[str], args: 
 
 
 def test_unknown_key_in_the_settings_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    (tmp_path / "s.toml").write_text("[server]\nkeepalive = 3\n")
+    (tmp_path / "s.toml").write_text("[server]\nkeepalvie = 3\n")
     err = failure(capsys, "serve", "--print-config", "--settings", "s.toml")
-    assert "[server] keepalive: unknown setting 'keepalive'; did you mean 'keep_alive'?" in err
+    assert "[server] keepalvie: unknown setting 'keepalvie'; did you mean 'keepalive'?" in err
+    # gunicorn's spelling is an alias of ours.
+    (tmp_path / "s.toml").write_text("[server]\nkeepalive = 3\n")
+    assert printed_config(capsys, "--settings", "s.toml")["keep_alive"] == 3
+
+
+def test_top_level_keys_of_a_toml_file_are_an_error(capsys: pytest.CaptureFixture[str],
+                                                     tmp_path: Path) -> None:
+    # The case: a gunicorn-style file that parses as TOML used to be ignored whole.
+    (tmp_path / "s.toml").write_text('bind = "0.0.0.0:8000"\nworkers = 3\n[nginx]\nx = 1\n')
+    err = failure(capsys, "serve", "--print-config", "--settings", "s.toml")
+    assert "s.toml: bind, workers: outside any table" in err and "[server]" in err
 
 
 @pytest.mark.parametrize("args", [["serve", "--no-such-flag"], ["serve", "--workers"], ["frobnicate"], []])

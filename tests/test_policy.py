@@ -71,11 +71,18 @@ def test_app_load_error() -> None:
     assert "load the app" in message
 
 
-@pytest.mark.parametrize("code", [1, 2, 3, 5, 255])
+@pytest.mark.parametrize("code", [1, 2, 5, 255])
 def test_crash_names_the_status(code: int) -> None:
     reason, level, message = verdict(exited(code))
     assert (reason, level) == (Reason.CRASHED, "error")
     assert f"status {code}" in message
+
+
+def test_boot_error_names_the_hooks() -> None:
+    # Status 3: a post_fork/post_worker_init hook raised (gunicorn's WORKER_BOOT_ERROR).
+    reason, level, message = verdict(exited(3))
+    assert (reason, level) == (Reason.BOOT_ERROR, "error")
+    assert "post_fork or post_worker_init" in message
 
 
 @pytest.mark.parametrize("sig", [signal.SIGABRT, signal.SIGKILL])

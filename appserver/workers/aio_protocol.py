@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..http.events import END_OF_MESSAGE, NEED_DATA, Body, ProtocolError, RequestHead
 from ..http.parser import RequestParser
+from ..http.proxyheader import ProxyHeaderReader
 from ..http.response import error_response
 from ..sockets import Listener
 from ..websocket.blocking import HandedOverSocket
@@ -52,6 +53,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.parser = RequestParser(**worker.state.parser_limits)
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] | None = None
+        self.proxy: ProxyHeaderReader | None = None  # an optional PROXY header still to read
         self.cycle: RequestCycle | None = None
         self.body_complete = True
         self.body_failed = False  # the running request's body broke HTTP (see _request_done)
@@ -77,6 +79,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # (uvloop's is not a subclass)
         peer = transport.get_extra_info("peername")
         self.peer = (peer[0], peer[1]) if isinstance(peer, tuple) else None
+        self.proxy = self.worker.state.proxy_header_reader(self.peer, self.is_unix)
         self.worker.connections.add(self)
         self._arm(self.worker.config.header_timeout)
 
@@ -89,6 +92,18 @@ class HTTPProtocol(asyncio.Protocol):
             return
         if self.hijacked or self.closed:
             return
+        if self.proxy is not None:
+            try:
+                rest = self.proxy.feed(data)
+            except ProtocolError as exc:
+                self._reject(exc)
+                return
+            if rest is None:
+                return
+            if self.proxy.source is not None:
+                self.peer = self.proxy.source
+            self.proxy = None
+            data = rest
         try:
             self.parser.feed(data)
         except ProtocolError as exc:

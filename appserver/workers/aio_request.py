@@ -134,7 +134,10 @@ class RequestCycle:
         environ = build_environ(state.wsgi, head, InputStream(self.body.pull), peer=protocol.peer,
                                 local=protocol.local, is_unix=protocol.is_unix)
         started = time.monotonic()
+        hooks = state.wsgi.hooks  # None unless a request hook or StatsD is set
         try:
+            if hooks is not None:  # inside the try: a raising pre_request is a 500, as in gunicorn
+                hooks.pre_request(head, environ)
             result = state.app(environ, response.start_response)
             try:
                 if isinstance(result, FileWrapper):
@@ -167,8 +170,11 @@ class RequestCycle:
                 response.status = "500 Internal Server Error"
                 response.headers = []
             response.keep_alive = False
+        duration = time.monotonic() - started
         state.access_log.log(environ, response.status, response.headers, response.bytes_sent,
-                             time.monotonic() - started)
+                             duration)
+        if hooks is not None:  # after the access log line, as in gunicorn; never raises
+            hooks.post_request(head, environ, response, duration)
         return response.keep_alive, b"".join(self._out)
 
     @property

@@ -22,10 +22,11 @@ import random
 import signal
 import sys
 import time
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from ..config import ServerConfig
 from ..heartbeat import STOP_RESTART, Heartbeat
+from ..hooks import EXIT_BOOT_ERROR, HookFailed, ServerHooks
 from ..loader import load_app, prepare_import_path
 from ..logs import AccessLog, reopen_error_log
 from ..reloader import start_reloader
@@ -33,6 +34,9 @@ from ..sockets import Listener
 from ..websocket.blocking import GOING_AWAY, SERVICE_RESTART, Registry
 from ..wsgi import WSGIContext
 from .pump import ServingState
+
+if TYPE_CHECKING:
+    from ..arbiter import Arbiter
 
 log = logging.getLogger("appserver.worker")
 
@@ -75,6 +79,12 @@ class Worker:
         jitter = random.randint(0, config.max_requests_jitter) if config.max_requests else 0
         self.max_requests = config.max_requests + jitter if config.max_requests else 0
         self.state: ServingState
+        # Set by the master after the fork: the spawn number, the hooks, the master's copy.
+        self.age = 0
+        self.hooks = ServerHooks()
+        self.master: Arbiter | None = None
+        self._exiting = False
+        self._fault_stream: IO[str] = sys.stderr
 
     # ---- boot -----------------------------------------------------------------------------
 
@@ -91,7 +101,11 @@ class Worker:
                     self.app = load_app(self.config.wsgi_app)
                 except BaseException:
                     log.exception("worker %d failed to load the app %s", self.pid, self.config.wsgi_app)
-                    os._exit(EXIT_APP_LOAD_ERROR)
+                    self.exit(EXIT_APP_LOAD_ERROR)
+            refusal = self.unsupported_for(self.app)
+            if refusal:
+                log.error("worker %d cannot serve %s: %s", self.pid, self.config.wsgi_app, refusal)
+                self.exit(EXIT_APP_LOAD_ERROR)
             self.state = ServingState(
                 self.config, self.app, AccessLog(self.config),
                 WSGIContext(multithread=self.multithread, multiprocess=self.config.workers > 1,
@@ -105,6 +119,11 @@ class Worker:
                 self.state.websockets = Registry(self.config.websocket_max_connections,
                                                  self.config.websocket_ping_interval,
                                                  self.config.websocket_idle_timeout)
+            self.state.wsgi.hooks = self.hooks.request_hooks(self)
+            try:
+                self.hooks.post_worker_init(self)
+            except HookFailed:
+                self.exit(EXIT_BOOT_ERROR)
             self.heartbeat.mark_booted()
             log.info("worker %d booted (%s, generation %d)", self.pid,
                      self.config.effective_worker_class, self.generation)
@@ -116,11 +135,26 @@ class Worker:
         except BaseException:
             log.exception("worker %d crashed", self.pid)
             code = 1
+        self.exit(code)
+
+    def exit(self, code: int) -> NoReturn:
+        """End the process: worker_exit first (gunicorn calls it on every way out), then the
+        logs are flushed.  Never returns."""
+        try:
+            if not self._exiting:
+                self._exiting = True
+                if self.master is not None:
+                    self.hooks.worker_exit(self.master, self)
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
             logging.shutdown()
-        os._exit(code)
+            os._exit(code)
+
+    def unsupported_for(self, app: Any) -> str:
+        """Why this class cannot serve ``app`` with these settings ("" when it can): checked
+        before the worker counts as booted, so the master stops with the reason."""
+        return ""
 
     def patch(self) -> None:
         """Before anything else in the child (the app is not loaded yet): the green worker
@@ -142,6 +176,12 @@ class Worker:
             faulthandler.enable(file=stream, all_threads=True)
         except (ValueError, OSError):  # a stream without a real descriptor
             faulthandler.enable(all_threads=True)
+        if self.hooks.handles_abort(self):
+            # worker_abort is Python: a Python handler replaces faulthandler's C one, dumps the
+            # stacks itself, runs the hook, then dies of SIGABRT as before (the master's verdict
+            # is still "timed out"; it SIGKILLs a hook that hangs).
+            self._fault_stream = stream
+            signal.signal(signal.SIGABRT, self._on_abort)
         self.wakeup_r, self.wakeup_w = os.pipe()
         os.set_blocking(self.wakeup_r, False)
         os.set_blocking(self.wakeup_w, False)
@@ -151,7 +191,20 @@ class Worker:
         self.alive = False
 
     def _on_quit(self, signum: int, frame: Any) -> None:
-        os._exit(EXIT_OK)
+        # gunicorn runs worker_int in this handler too; the process ends right after, and the
+        # master SIGKILLs it one second after a quick stop if a hook hangs.
+        self.hooks.worker_int(self)
+        self.exit(EXIT_OK)
+
+    def _on_abort(self, signum: int, frame: Any) -> None:
+        try:
+            faulthandler.dump_traceback(file=self._fault_stream, all_threads=True)
+        except (ValueError, OSError):
+            pass
+        self.hooks.worker_abort(self)
+        faulthandler.disable()
+        signal.signal(signal.SIGABRT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGABRT)
 
     def _on_usr1(self, signum: int, frame: Any) -> None:
         self.reopen_logs = True

@@ -28,8 +28,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..config import ServerConfig
+from ..forwarded import AllowList
 from ..http.events import END_OF_MESSAGE, NEED_DATA, Body, ProtocolError, RequestHead
 from ..http.parser import RequestParser
+from ..http.proxyheader import Mode as ProxyMode
+from ..http.proxyheader import ProxyHeaderReader
 from ..http.response import CONTINUE, ResponseError, error_response
 from ..logs import AccessLog
 from ..websocket.blocking import Registry
@@ -109,6 +112,17 @@ class ServingState:
         self.parser_limits = dict(
             max_request_line=config.max_request_line, max_fields=config.max_fields,
             max_field_size=config.max_field_size, max_body=config.limit_request_body)
+        self.proxy_protocol: ProxyMode = config.proxy_protocol
+        self.proxy_allow = AllowList(config.proxy_allow_ips)
+
+    def proxy_header_reader(self, peer: tuple[str, int] | None,
+                            is_unix: bool) -> ProxyHeaderReader | None:
+        """For a new connection: the reader of its optional PROXY header, or None when
+        proxy_protocol is off."""
+        if self.proxy_protocol == "off":
+            return None
+        allowed = self.proxy_allow.allows(peer[0] if peer else "", is_unix)
+        return ProxyHeaderReader(self.proxy_protocol, allowed=allowed)
 
     def count_request(self) -> bool:
         """Count one request; False once this worker should retire after it."""
@@ -140,6 +154,7 @@ class Connection:
         self._continue_pending = False
         self._body_done = True
         self._body_read = 0
+        self._proxy = state.proxy_header_reader(self.peer, is_unix)
         sock.settimeout(state.io_timeout)
 
     # ---- the request loop -------------------------------------------------------------------
@@ -218,7 +233,21 @@ class Connection:
             if not data:
                 parser.feed_eof()
                 return None
+            if self._proxy is not None:
+                data = self._after_proxy_header(data)
             parser.feed(data)
+
+    def _after_proxy_header(self, data: bytes) -> bytes:
+        """What of ``data`` follows the connection's PROXY header (b"" while it is incomplete);
+        once it is read, its source address is the peer (REMOTE_ADDR, forwarded-header trust)."""
+        assert self._proxy is not None
+        rest = self._proxy.feed(data)  # a ProtocolError (400, 403) is answered by handle()
+        if rest is None:
+            return b""
+        if self._proxy.source is not None:
+            self.peer = self._proxy.source
+        self._proxy = None
+        return rest
 
     def _serve(self, head: RequestHead) -> bool:
         """Run the app for one request; True when the connection may serve another."""
@@ -243,7 +272,10 @@ class Connection:
         environ = build_environ(state.wsgi, head, body, peer=self.peer, local=self.local,
                                 is_unix=self.is_unix)
         started = time.monotonic()
+        hooks = state.wsgi.hooks  # None unless a request hook or StatsD is set
         try:
+            if hooks is not None:  # inside the try: a raising pre_request is a 500, as in gunicorn
+                hooks.pre_request(head, environ)
             result = state.app(environ, response.start_response)
             try:
                 self.write_result(response, result)
@@ -260,8 +292,11 @@ class Connection:
             response.keep_alive = False
         except Exception as exc:
             self.app_failed(exc, head, response)
+        duration = time.monotonic() - started
         state.access_log.log(environ, response.status, response.headers, response.bytes_sent,
-                             time.monotonic() - started)
+                             duration)
+        if hooks is not None:  # after the access log line, as in gunicorn; never raises
+            hooks.post_request(head, environ, response, duration)
         if not response.keep_alive:
             return False
         return self._finish_request_body()

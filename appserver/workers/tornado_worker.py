@@ -26,6 +26,15 @@ class TornadoWorker(AsyncioWorker):
         else:
             super().serve()
 
+    def unsupported_for(self, app: Any) -> str:
+        import tornado.web
+
+        if isinstance(app, tornado.web.Application) and self.config.proxy_protocol != "off":
+            return ("--proxy-protocol does not apply to a tornado.web.Application (Tornado's own "
+                    "HTTP server reads its connections); serve a WSGI app, or take the PROXY "
+                    "header off in front")
+        return ""
+
     def _new_loop(self) -> asyncio.AbstractEventLoop:
         loop = super()._new_loop()
         # The current loop: Tornado's IOLoop.current() wraps it on first use (by the app or by

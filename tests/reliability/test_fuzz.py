@@ -425,8 +425,10 @@ def test_server_config_only_config_errors_escape(reliability: Recorder) -> None:
         if said.startswith("appserver: error: command line"):
             # The value's source is named: the setting's option (its first long spelling when
             # it has two), or the positional MODULE:CALLABLE.
+            # (Or another flag argparse took a value for -- "--i" abbreviates --initgroups --
+            # whose gunicorn setting is refused by name.)
             assert any(f in said for f, in_ in options if in_ == name) \
-                or "MODULE:CALLABLE" in said, said
+                or "MODULE:CALLABLE" in said or " is not supported yet" in said, said
 
     @bounded(200)
     @given(st.one_of(st.binary(max_size=200),

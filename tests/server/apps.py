@@ -64,3 +64,13 @@ def hello(environ: dict[str, object], start_response: StartResponse) -> Iterable
     body = f"pid={os.getpid()}{extra}\n".encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def environ(environ: dict[str, object], start_response: StartResponse) -> Iterable[bytes]:
+    """Every path: the environ's string values as JSON (what the server told the app)."""
+    import json
+
+    body = json.dumps({k: v for k, v in environ.items() if isinstance(v, str)}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(body)))])
+    return [body]

@@ -1,0 +1,111 @@
+"""StatsD from a running server, next to gunicorn 27 running the same app with the same flags:
+the same metrics, names and types reach a local UDP socket."""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ..server.harness import HERE, Launcher, free_port, wait_for
+
+APP = "apps:hello"
+
+
+@pytest.fixture
+def receiver() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    yield sock
+    sock.close()
+
+
+def collect(sock: socket.socket, quiet: float = 0.5) -> list[str]:
+    """Datagrams until ``quiet`` seconds pass without one."""
+    out = []
+    sock.settimeout(quiet)
+    try:
+        while True:
+            out.append(sock.recv(65536).decode())
+    except TimeoutError:
+        return out
+
+
+def shape(datagrams: list[str]) -> collections.Counter[str]:
+    """Durations vary: keep the name, the type and the tags."""
+    return collections.Counter(re.sub(r"^(\S*gunicorn\.request\.duration):[0-9.]+", r"\1:N", d)
+                               for d in datagrams)
+
+
+def drive(port: int) -> None:
+    import http.client
+
+    for path in ("/", "/", "/a", "/hang-not"):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", path)
+        conn.getresponse().read()
+        conn.close()
+
+
+FLAGS = ["--statsd-prefix", "web", "--dogstatsd-tags", "env:test"]
+
+
+def test_request_and_worker_metrics_match_gunicorn(launcher: Launcher, receiver: socket.socket,
+                                                   tmp_path: Path) -> None:
+    target = f"127.0.0.1:{receiver.getsockname()[1]}"
+    ours = launcher.start("-k", "sync", "--statsd-host", target, *FLAGS, bind="tcp", workers=2,
+                          app=APP)
+    assert ours.port is not None
+    drive(ours.port)
+    ours.signal(signal.SIGTERM)
+    ours.wait_exit(20)
+    mine = collect(receiver)
+
+    port = free_port()
+    log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "--statsd-host",
+         target, *FLAGS, "--no-control-socket", APP], cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(HERE)}, stdout=log, stderr=log,
+        start_new_session=True)
+    try:
+        def up() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        wait_for(up, 20, "gunicorn to listen")
+        time.sleep(1)  # both workers booted
+        drive(port)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        log.close()
+    theirs = collect(receiver)
+
+    requests = {d for d in shape(mine) if not d.startswith("web.gunicorn.workers")}
+    assert requests == {d for d in shape(theirs) if not d.startswith("web.gunicorn.workers")}
+    # Every request once in each metric: the 4 above and the launcher's readiness probe.
+    assert shape(mine)["web.gunicorn.requests:1|c|@1.0|#env:test"] == 5
+    assert shape(mine)["web.gunicorn.request.status.200:1|c|@1.0|#env:test"] == 5
+    assert shape(mine)["web.gunicorn.request.duration:N|ms|#env:test"] == 5
+    # gunicorn sends the worker gauge on every turn of its loop; we send it whenever the number
+    # changes (1 and 2 while they boot, down to 0 at the stop): the same gauge, as it moves.
+    workers = {d for d in mine if ".workers:" in d}
+    assert "web.gunicorn.workers:2|g|#env:test" in workers
+    assert "web.gunicorn.workers:2|g|#env:test" in theirs
+    assert workers <= {f"web.gunicorn.workers:{n}|g|#env:test" for n in range(3)}
