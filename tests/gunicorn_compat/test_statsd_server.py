@@ -4,19 +4,16 @@ the same metrics, names and types reach a local UDP socket."""
 from __future__ import annotations
 
 import collections
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ..server.harness import HERE, Launcher, free_port, wait_for
+from ..server.harness import HERE, Gunicorn, Launcher, free_port, wait_for
 
 APP = "apps:hello"
 
@@ -59,8 +56,8 @@ def drive(port: int) -> None:
 FLAGS = ["--statsd-prefix", "web", "--dogstatsd-tags", "env:test"]
 
 
-def test_request_and_worker_metrics_match_gunicorn(launcher: Launcher, receiver: socket.socket,
-                                                   tmp_path: Path) -> None:
+def test_request_and_worker_metrics_match_gunicorn(launcher: Launcher, gunicorn: Gunicorn,
+                                                   receiver: socket.socket, workdir: Path) -> None:
     target = f"127.0.0.1:{receiver.getsockname()[1]}"
     ours = launcher.start("-k", "sync", "--statsd-host", target, *FLAGS, bind="tcp", workers=2,
                           app=APP)
@@ -71,30 +68,20 @@ def test_request_and_worker_metrics_match_gunicorn(launcher: Launcher, receiver:
     mine = collect(receiver)
 
     port = free_port()
-    log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "--statsd-host",
-         target, *FLAGS, "--no-control-socket", APP], cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(HERE)}, stdout=log, stderr=log,
-        start_new_session=True)
-    try:
-        def up() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return True
-            except OSError:
-                return False
+    proc = gunicorn.start("-w", "2", "-b", f"127.0.0.1:{port}", "--statsd-host", target, *FLAGS,
+                          APP, cwd=workdir, env={"PYTHONPATH": str(HERE)})
 
-        wait_for(up, 20, "gunicorn to listen")
-        time.sleep(1)  # both workers booted
-        drive(port)
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(20)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-        log.close()
+    def up() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    wait_for(up, 20, "gunicorn to listen")
+    time.sleep(1)  # both workers booted
+    drive(port)
+    assert gunicorn.stop(proc, 20) == 0
     theirs = collect(receiver)
 
     requests = {d for d in shape(mine) if not d.startswith("web.gunicorn.workers")}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Launcher
+from .harness import Gunicorn, Launcher
 
 
 @pytest.fixture
@@ -28,3 +28,12 @@ def launcher(workdir: Path) -> Iterator[Launcher]:
         yield launcher
     finally:
         launcher.close()
+
+
+@pytest.fixture
+def gunicorn(workdir: Path) -> Iterator[Gunicorn]:
+    runner = Gunicorn(workdir)
+    try:
+        yield runner
+    finally:
+        runner.close()

@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +17,7 @@ from proxyprotocol.result import ProxyResultIPv4, ProxyResultIPv6, ProxyResultLo
 from proxyprotocol.v1 import ProxyProtocolV1
 from proxyprotocol.v2 import ProxyProtocolV2
 
-from .harness import HERE, Launcher, Server, free_port, wait_for
+from .harness import HERE, Gunicorn, Launcher, Server, free_port, wait_for
 from .test_master import ALL_CLASSES, FAST
 
 APP = "apps:environ"
@@ -117,29 +112,21 @@ def test_modes_accept_only_their_version(launcher: Launcher) -> None:
 
 
 @pytest.fixture
-def gunicorn(tmp_path: Path) -> Iterator[int]:
+def gunicorn_port(gunicorn: Gunicorn, workdir: Path) -> int:
+    """gunicorn 27 with --proxy-protocol auto on a free port; the port."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}",
-         "--proxy-protocol", "auto", "--no-control-socket", APP], cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(HERE)}, stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "gunicorn.log", "wb"), start_new_session=True)  # noqa: SIM115
-    try:
-        def up() -> bool:
-            try:
-                return exchange(*tcp(port), b"")[0] == 200
-            except OSError:
-                return False
+    gunicorn.start("-w", "1", "-b", f"127.0.0.1:{port}", "--proxy-protocol", "auto", APP,
+                   cwd=workdir, env={"PYTHONPATH": str(HERE)})
 
-        wait_for(up, 20, "gunicorn to answer", details=lambda: (tmp_path / "gunicorn.log").read_text())
-        yield port
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+    def up() -> bool:
         try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+            return exchange(*tcp(port), b"")[0] == 200
+        except OSError:
+            return False
+
+    wait_for(up, 20, "gunicorn to answer",
+             details=lambda: (workdir / "gunicorn.stderr").read_text(errors="replace"))
+    return port
 
 
 CASES = {
@@ -158,11 +145,11 @@ DIFFERENCES = {
 }
 
 
-def test_same_answers_as_gunicorn(gunicorn: int, launcher: Launcher) -> None:
+def test_same_answers_as_gunicorn(gunicorn_port: int, launcher: Launcher) -> None:
     ours = launcher.start("-k", "sync", *FAST, "--proxy-protocol", "auto", bind="tcp", workers=1,
                           app=APP)
     for name, (header, source) in CASES.items():
-        theirs_status, theirs = exchange(*tcp(gunicorn), header, source=source)
+        theirs_status, theirs = exchange(*tcp(gunicorn_port), header, source=source)
         our_status, environ = exchange(*tcp(ours.port), header, source=source)
         reference = (theirs_status, theirs.get("REMOTE_ADDR"))
         answer = (our_status, environ.get("REMOTE_ADDR"))
