@@ -32,7 +32,7 @@ from . import policy
 from .config import ConfigError, ServerConfig
 from .heartbeat import STOP_RESTART, STOP_SHUTDOWN, Heartbeat
 from .hooks import EXIT_BOOT_ERROR, HookFailed, ServerHooks
-from .logs import ReopenableStreamHandler, check_log_paths, reopen_error_log, setup_error_log
+from .logs import ReopenableStreamHandler, capture_output, check_log_paths, reopen_error_log, setup_error_log
 from .sockets import FDS_ENV, Listener, bind_all, discard, inherited_sockets
 from .upgrade import PARENT_ENV, Upgrader
 from .workers import load_worker_class
@@ -100,12 +100,13 @@ class Arbiter:
         os.umask(config.umask)
         check_log_paths(config)
         setup_error_log(config)
+        capture_output(config)
         self.worker_class = load_worker_class(config.effective_worker_class)
         self.num_workers = config.workers
         self.hooks.on_starting(self)
         self.listeners = bind_all(config.addresses, backlog=config.backlog,
                                   socket_mode=config.socket_mode, socket_group=config.socket_group,
-                                  inherited=inherited_sockets())
+                                  inherited=inherited_sockets(), reuse_port=config.reuse_port)
         os.environ.pop(FDS_ENV, None)
         self.upgrader.adopt_parent(os.environ.pop(PARENT_ENV, None))
         try:
@@ -394,7 +395,8 @@ class Arbiter:
                 if listener is None:
                     listener = bind_all([address], backlog=config.backlog,
                                         socket_mode=config.socket_mode,
-                                        socket_group=config.socket_group)[0]
+                                        socket_group=config.socket_group,
+                                        reuse_port=config.reuse_port)[0]
                 result.append(listener)
         except BaseException:
             discard(listener for listener in result if listener not in self.listeners)

@@ -307,6 +307,13 @@ class ServerConfig(BaseModel):
         help="Proxies in front that append to X-Forwarded-For/-Proto: the entry this many places "
         "from the right is believed (REMOTE_ADDR, wsgi.url_scheme), everything left of it is "
         "ignored; a header with fewer entries is ignored whole (Werkzeug ProxyFix's x_for).")
+    reuse_port: bool = setting(
+        False, cli=("--reuse-port",),
+        help="Set SO_REUSEPORT on TCP listeners, so that other processes may bind the same port.")
+    capture_output: bool = setting(
+        False, cli=("--capture-output",),
+        help="Send the stdout and stderr of the server and its workers (what an app prints) to "
+        "the error log file (no effect when that is stderr).")
     proxy_protocol: Literal["off", "v1", "v2", "auto"] = setting(
         "off", cli=("--proxy-protocol",), cli_const="auto",
         help="Read a PROXY protocol header (HAProxy, stunnel) at the start of each connection: "

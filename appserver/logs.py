@@ -66,6 +66,32 @@ def setup_error_log(config: ServerConfig) -> ReopenableStreamHandler:
     return handler
 
 
+_captured: str | None = None  # the file stdout and stderr go to (--capture-output)
+
+
+def capture_output(config: ServerConfig) -> None:
+    """gunicorn's --capture-output: the master's stdout and stderr (and so the workers', and
+    whatever an app prints) go to the error log file, again after each reopen (USR1, for
+    logrotate).  Nothing to do when the error log is stderr."""
+    global _captured
+    if not config.capture_output or config.errorlog == "-":
+        _captured = None
+        return
+    _captured = config.errorlog
+    _redirect_stdio(_captured)
+
+
+def _redirect_stdio(path: str) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    finally:
+        os.close(fd)
+
+
 def check_log_paths(config: ServerConfig) -> None:
     """Fail at start-up, not in a worker, when a log file cannot be written (and then leave no
     empty log file that this check created)."""
@@ -107,6 +133,8 @@ def reopen_error_log() -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, ReopenableStreamHandler):
             handler.reopen()
+    if _captured is not None:
+        _redirect_stdio(_captured)
 
 
 class _Atoms(Mapping[str, str]):

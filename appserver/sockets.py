@@ -95,7 +95,8 @@ def _same_address(sock: socket.socket, address: BindAddress) -> bool:
 
 
 def bind_all(addresses: Iterable[BindAddress], *, backlog: int, socket_mode: int,
-             socket_group: str | None, inherited: list[socket.socket] | None = None) -> list[Listener]:
+             socket_group: str | None, inherited: list[socket.socket] | None = None,
+             reuse_port: bool = False) -> list[Listener]:
     """Bind every address, reusing inherited sockets; on any failure close what was opened."""
     pool = list(inherited or [])
     listeners: list[Listener] = []
@@ -107,7 +108,7 @@ def bind_all(addresses: Iterable[BindAddress], *, backlog: int, socket_mode: int
                 listeners.append(Listener(match, address))
                 continue
             listeners.append(bind(address, backlog=backlog, socket_mode=socket_mode,
-                                  socket_group=socket_group))
+                                  socket_group=socket_group, reuse_port=reuse_port))
     except BaseException:
         discard(listeners)
         raise
@@ -117,15 +118,15 @@ def bind_all(addresses: Iterable[BindAddress], *, backlog: int, socket_mode: int
 
 
 def bind(address: BindAddress, *, backlog: int, socket_mode: int,
-         socket_group: str | None) -> Listener:
+         socket_group: str | None, reuse_port: bool = False) -> Listener:
     if address.kind == "fd":
         return _from_fd(address)
     if address.kind == "unix":
         return _bind_unix(address, backlog, socket_mode, socket_group)
-    return _bind_tcp(address, backlog)
+    return _bind_tcp(address, backlog, reuse_port)
 
 
-def _bind_tcp(address: BindAddress, backlog: int) -> Listener:
+def _bind_tcp(address: BindAddress, backlog: int, reuse_port: bool = False) -> Listener:
     try:
         infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE)
@@ -135,6 +136,8 @@ def _bind_tcp(address: BindAddress, backlog: int) -> Listener:
     sock = socket.socket(family, socktype, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # gunicorn's --reuse-port: other processes may bind the same port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(sockaddr)

@@ -74,9 +74,6 @@ UNSUPPORTED: dict[str, Unsupported] = {u.name: u for u in (
     _u("logconfig_dict", (), {}, _LOGCONFIG),
     _u("logconfig_json", ("--log-config-json",), None, _LOGCONFIG),
     _u("logger_class", ("--logger-class",), "gunicorn.glogging.Logger", _LOGCONFIG),
-    _u("capture_output", ("--capture-output",), False,
-       "capturing the app's stdout/stderr into the error log is not supported yet; the "
-       "workers' stdout and stderr are the master's", True),
     _u("enable_stdio_inheritance", ("-R", "--enable-stdio-inheritance"), False,
        "not needed: the server never daemonizes, so stdio is always inherited", True),
     _u("daemon", ("-D", "--daemon"), False,
@@ -89,9 +86,6 @@ UNSUPPORTED: dict[str, Unsupported] = {u.name: u for u in (
     _u("default_proc_name", (), "gunicorn", "process titles are not supported yet"),
     _u("tmp_upload_dir", (), None, "request bodies are streamed to the app, never spooled"),
     _u("spew", ("--spew",), False, "statement tracing is not supported; use a debugger", True),
-    _u("reuse_port", ("--reuse-port",), False,
-       "SO_REUSEPORT is not supported yet: the master binds once and the workers share the "
-       "sockets", True),
     _u("sendfile", ("--no-sendfile",), None,
        "sendfile cannot be switched off yet (it is used for file responses)", False),
     _u("reload_engine", ("--reload-engine",), "auto", "the reloader has one engine (polling)"),
