@@ -98,7 +98,12 @@ class Arbiter:
     def start(self) -> None:
         config = self.config
         os.umask(config.umask)
+        identity = config.worker_identity
+        identity.check()
         check_log_paths(config)
+        for path in (config.errorlog, config.accesslog):
+            if path and path != "-":
+                identity.hand_over(path)  # the workers reopen them on USR1
         setup_error_log(config)
         capture_output(config)
         self.worker_class = load_worker_class(config.effective_worker_class)

@@ -42,6 +42,7 @@ from pydantic import (
 from .binds import BindAddress, parse_bind, parse_statsd_address
 from .forwarded import parse_allow_list
 from .machine import default_heartbeat_dir, default_workers
+from .privileges import Identity, resolve_group, resolve_user
 
 # Worker classes known to the server; each is imported lazily by appserver.workers.
 WORKER_CLASSES = ("sync", "gthread", "gevent", "eventlet", "tornado", "asyncio")
@@ -307,6 +308,17 @@ class ServerConfig(BaseModel):
         help="Proxies in front that append to X-Forwarded-For/-Proto: the entry this many places "
         "from the right is believed (REMOTE_ADDR, wsgi.url_scheme), everything left of it is "
         "ignored; a header with fewer entries is ignored whole (Werkzeug ProxyFix's x_for).")
+    user: str | None = setting(
+        None, cli=("-u", "--user"),
+        help="Run the workers as this user (a name or a uid); the master keeps its own. Needs "
+        "a master started as root. Default: unchanged.")
+    group: str | None = setting(
+        None, cli=("-g", "--group"),
+        help="Run the workers with this group (a name or a gid). Default: unchanged.")
+    initgroups: bool = setting(
+        False, cli=("--initgroups",),
+        help="With --user: give the workers the user's supplementary groups as well (otherwise "
+        "they have none).")
     reuse_port: bool = setting(
         False, cli=("--reuse-port",),
         help="Set SO_REUSEPORT on TCP listeners, so that other processes may bind the same port.")
@@ -421,6 +433,28 @@ class ServerConfig(BaseModel):
     def _allow_list(cls, value: list[str]) -> list[str]:
         parse_allow_list(value)
         return value
+
+    @field_validator("user", mode="before")
+    @classmethod
+    def _known_user(cls, value: Any) -> str | None:
+        if value is None or value == "":
+            return None
+        resolve_user(value)
+        return str(value)
+
+    @field_validator("group", mode="before")
+    @classmethod
+    def _known_group(cls, value: Any) -> str | None:
+        if value is None or value == "":
+            return None
+        resolve_group(value)
+        return str(value)
+
+    @property
+    def worker_identity(self) -> Identity:
+        return Identity(None if self.user is None else resolve_user(self.user),
+                        None if self.group is None else resolve_group(self.group),
+                        self.initgroups)
 
     @field_validator("statsd_host")
     @classmethod

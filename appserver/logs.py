@@ -39,10 +39,17 @@ class ReopenableStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         return open(self.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
 
     def reopen(self) -> None:
+        """Open the path afresh (logrotate moved the file); when that fails, say so and keep
+        writing to the file already open -- a log that cannot be reopened never stops a worker."""
         self.acquire()
         try:
             old = self.stream
-            self.stream = self._open()
+            try:
+                self.stream = self._open()
+            except OSError as exc:
+                self.stream.write(f"cannot reopen the error log {self.path}: {exc.strerror}; "
+                                  f"still writing to the file that was open\n")
+                return
             if old is not sys.stderr:
                 old.close()
         finally:
@@ -134,7 +141,10 @@ def reopen_error_log() -> None:
         if isinstance(handler, ReopenableStreamHandler):
             handler.reopen()
     if _captured is not None:
-        _redirect_stdio(_captured)
+        try:
+            _redirect_stdio(_captured)
+        except OSError as exc:
+            log.error("cannot reopen %s for --capture-output: %s", _captured, exc.strerror)
 
 
 class _Atoms(Mapping[str, str]):
@@ -248,7 +258,13 @@ class AccessLog:
         if not self.enabled:
             return
         with self._lock:
-            old, self._stream = self._stream, self._open()
+            try:
+                new = self._open()
+            except OSError as exc:  # keep logging to the file that is open (see above)
+                log.error("cannot reopen the access log %s: %s; still writing to the file "
+                          "that was open", self.path, exc.strerror)
+                return
+            old, self._stream = self._stream, new
             if old is not None and old is not sys.stdout:
                 old.close()
 

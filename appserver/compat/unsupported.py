@@ -23,8 +23,6 @@ _SYSLOG = "syslog is not supported yet; log to stderr or a file (--error-logfile
           "supervisor (systemd, Docker) forward it"
 _LOGCONFIG = "logging configuration files are not supported yet; use --error-logfile, " \
              "--access-logfile, --access-logformat and --log-level"
-_PRIVS = "dropping privileges is not supported yet; start the server as that user (systemd " \
-         "User=, Docker USER)"
 _DIRTY = "gunicorn's dirty arbiters are not supported"
 _HTTP2 = "HTTP/2 is not supported; nginx speaks HTTP/2 to clients and HTTP/1.1 to the server"
 _ASGI = "the ASGI worker is not available yet"
@@ -79,9 +77,6 @@ UNSUPPORTED: dict[str, Unsupported] = {u.name: u for u in (
     _u("daemon", ("-D", "--daemon"), False,
        "the server does not daemonize; run it under a supervisor (systemd, Docker, "
        "`appserver up`)", True),
-    _u("user", ("-u", "--user"), None, _PRIVS),
-    _u("group", ("-g", "--group"), None, _PRIVS),
-    _u("initgroups", ("--initgroups",), False, _PRIVS, True),
     _u("proc_name", ("-n", "--name"), None, "process titles are not supported yet"),
     _u("default_proc_name", (), "gunicorn", "process titles are not supported yet"),
     _u("tmp_upload_dir", (), None, "request bodies are streamed to the app, never spooled"),

@@ -94,6 +94,8 @@ class Worker:
         try:
             self.patch()
             self._install_signals()
+            # As gunicorn: after post_fork (which ran as the master's user), before the app.
+            self.config.worker_identity.assume()
             if self.app is None:
                 try:
                     prepare_import_path(self.config)
