@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import policy
+from . import policy, proctitle
 from .config import ConfigError, ServerConfig
 from .heartbeat import STOP_RESTART, STOP_SHUTDOWN, Heartbeat
 from .hooks import EXIT_BOOT_ERROR, HookFailed, ServerHooks
@@ -100,6 +100,7 @@ class Arbiter:
         os.umask(config.umask)
         identity = config.worker_identity
         identity.check()
+        proctitle.check(config.proc_name)
         check_log_paths(config)
         for path in (config.errorlog, config.accesslog):
             if path and path != "-":
@@ -127,6 +128,7 @@ class Arbiter:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         for sig in HANDLED:
             signal.signal(sig, self._on_signal)
+        proctitle.set_title("master", config.proc_name)
         log.info("appserver master %d listening on %s (%s, %d workers)", self.pid,
                  ", ".join(str(listener) for listener in self.listeners),
                  config.effective_worker_class, self.num_workers)

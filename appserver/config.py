@@ -308,6 +308,10 @@ class ServerConfig(BaseModel):
         help="Proxies in front that append to X-Forwarded-For/-Proto: the entry this many places "
         "from the right is believed (REMOTE_ADDR, wsgi.url_scheme), everything left of it is "
         "ignored; a header with fewer entries is ignored whole (Werkzeug ProxyFix's x_for).")
+    proc_name: str | None = setting(
+        None, cli=("-n", "--name"),
+        help="Name the processes 'appserver: master [NAME]' and 'appserver: worker [NAME]' in ps "
+        "and top (needs setproctitle: the proctitle extra). Default: titles unchanged.")
     user: str | None = setting(
         None, cli=("-u", "--user"),
         help="Run the workers as this user (a name or a uid); the master keeps its own. Needs "

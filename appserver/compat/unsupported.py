@@ -77,8 +77,8 @@ UNSUPPORTED: dict[str, Unsupported] = {u.name: u for u in (
     _u("daemon", ("-D", "--daemon"), False,
        "the server does not daemonize; run it under a supervisor (systemd, Docker, "
        "`appserver up`)", True),
-    _u("proc_name", ("-n", "--name"), None, "process titles are not supported yet"),
-    _u("default_proc_name", (), "gunicorn", "process titles are not supported yet"),
+    _u("default_proc_name", (), "gunicorn",
+       "an internal gunicorn setting; name the processes with proc_name (--name)"),
     _u("tmp_upload_dir", (), None, "request bodies are streamed to the app, never spooled"),
     _u("spew", ("--spew",), False, "statement tracing is not supported; use a debugger", True),
     _u("sendfile", ("--no-sendfile",), None,

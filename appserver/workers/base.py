@@ -29,6 +29,7 @@ from ..heartbeat import STOP_RESTART, Heartbeat
 from ..hooks import EXIT_BOOT_ERROR, HookFailed, ServerHooks
 from ..loader import load_app, prepare_import_path
 from ..logs import AccessLog, reopen_error_log
+from ..proctitle import set_title
 from ..reloader import start_reloader
 from ..sockets import Listener
 from ..websocket.blocking import GOING_AWAY, SERVICE_RESTART, Registry
@@ -127,6 +128,7 @@ class Worker:
             except HookFailed:
                 self.exit(EXIT_BOOT_ERROR)
             self.heartbeat.mark_booted()
+            set_title("worker", self.config.proc_name)
             log.info("worker %d booted (%s, generation %d)", self.pid,
                      self.config.effective_worker_class, self.generation)
             self.serve()

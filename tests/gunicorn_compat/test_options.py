@@ -95,3 +95,19 @@ def test_capture_output_sends_what_the_app_prints_to_the_error_log(launcher: Lau
         text = errorlog.read_text()
         assert not any(line in text for line in lines), text
         assert "stdout in /first" in (run / "stdout.log").read_text()  # where it always goes
+
+
+def _cmdline(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+        return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def test_name_titles_the_processes(launcher: Launcher) -> None:
+    """--name web: ps shows "appserver: master [web]" and "appserver: worker [web]" (gunicorn:
+    "gunicorn: master [web]").  Found by parentage: setproctitle rewrites /proc/PID/environ."""
+    server = launcher.start("-k", "sync", "--name", "web", bind="tcp", workers=2,
+                            app="apps:hello")
+    assert _cmdline(server.pid) == "appserver: master [web]"
+    workers = server.workers()
+    assert len(workers) == 2
+    assert [_cmdline(pid) for pid in workers] == ["appserver: worker [web]"] * 2

@@ -166,7 +166,7 @@ def test_private_names_are_left_alone(tmp_path: Path, text: str) -> None:
 
 
 @pytest.mark.parametrize(("args", "env", "text", "pieces"), [
-    ([], {}, "proc_name = \"web\"\n", ["proc_name is not supported yet"]),
+    ([], {}, "tmp_upload_dir = \"/tmp\"\n", ["tmp_upload_dir is not supported yet"]),
     (["--certfile", "cert.pem"], {}, "",
      ["command line --certfile: certfile is not supported yet"]),
     ([], {"GUNICORN_CMD_ARGS": "-D"}, "",
