@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ..server.harness import Gunicorn, Launcher, free_port, wait_for
+from ..server.harness import Gunicorn, Launcher, free_port, listening, wait_for
 from .conftest import next_run_dir
 
 PRINTING_APP = '''import sys
@@ -47,17 +47,10 @@ def test_reuse_port_lets_another_process_bind(launcher: Launcher, gunicorn: Guni
     port = free_port()
     gunicorn.start("-w", "1", "-b", f"127.0.0.1:{port}", *flag, "apps:hello", cwd=workdir,
                    env={"PYTHONPATH": str(Path(__file__).parents[1] / "server")})
-    wait_for(lambda: _listening(port), 20, "gunicorn to listen")
+    wait_for(lambda: listening(port), 20, "gunicorn to listen")
     expected = 0 if reuse else errno.EADDRINUSE
     assert (second_bind(ours.port), second_bind(port)) == (expected, expected)
 
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def _get(port: int, path: str) -> None:

@@ -8,12 +8,11 @@ import json
 import os
 import pwd
 import signal
-import socket
 from pathlib import Path
 
 import pytest
 
-from ..server.harness import Gunicorn, Launcher, free_port, wait_for
+from ..server.harness import Gunicorn, Launcher, free_port, listening, wait_for
 from .conftest import next_run_dir
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
@@ -69,7 +68,7 @@ def test_workers_run_as_the_user_like_gunicorns(launcher: Launcher, gunicorn: Gu
     port = free_port()
     proc = gunicorn.start("-w", "1", "-b", f"127.0.0.1:{port}", *flags, "whoami:application",
                           cwd=theirs_dir)
-    wait_for(lambda: _listening(port), 20, "gunicorn to listen",
+    wait_for(lambda: listening(port), 20, "gunicorn to listen",
              details=lambda: (theirs_dir / "gunicorn.stderr").read_text())
     theirs = ask(port)
     expected_groups = sorted(os.getgrouplist("nobody", NOBODY.pw_gid)) if initgroups else []
@@ -86,13 +85,6 @@ def test_workers_run_as_the_user_like_gunicorns(launcher: Launcher, gunicorn: Gu
     assert [proc_uid(pid) for pid in ours.workers()] == [NOBODY.pw_uid]
     gunicorn.stop(proc)
 
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def test_the_workers_can_reopen_their_logs(launcher: Launcher) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ..server.harness import HERE, Gunicorn, Launcher, free_port, wait_for
+from ..server.harness import HERE, Gunicorn, Launcher, free_port, listening, wait_for
 
 APP = "apps:hello"
 
@@ -71,14 +71,7 @@ def test_request_and_worker_metrics_match_gunicorn(launcher: Launcher, gunicorn:
     proc = gunicorn.start("-w", "2", "-b", f"127.0.0.1:{port}", "--statsd-host", target, *FLAGS,
                           APP, cwd=workdir, env={"PYTHONPATH": str(HERE)})
 
-    def up() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    wait_for(up, 20, "gunicorn to listen")
+    wait_for(lambda: listening(port), 20, "gunicorn to listen")
     time.sleep(1)  # both workers booted
     drive(port)
     assert gunicorn.stop(proc, 20) == 0
