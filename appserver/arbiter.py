@@ -101,6 +101,8 @@ class Arbiter:
         identity = config.worker_identity
         identity.check()
         proctitle.check(config.proc_name)
+        if config.reload_extra_files and not config.reload:
+            log.warning("--reload-extra-file has no effect without --reload")
         check_log_paths(config)
         for path in (config.errorlog, config.accesslog):
             if path and path != "-":

@@ -385,6 +385,11 @@ class ServerConfig(BaseModel):
     reload: bool = setting(
         False, cli=("--reload",),
         help="Development: reload the workers when a loaded Python file changes.")
+    reload_extra_files: StrList = setting(
+        [], cli=("--reload-extra-file",),
+        help="With --reload: more files to watch (templates, configs). Entries with *, ? or [ "
+        "are glob patterns (** recurses), expanded again at every check, so a file created "
+        "later is watched too; its first edit, not its creation, reloads.")
 
     # ---- server hooks: gunicorn's names, signatures and moments (see appserver/hooks.py) ------
     on_starting: Hook = setting(None, hook=(1,), help="Hook on_starting(server): in the master, "

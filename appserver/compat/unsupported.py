@@ -84,8 +84,6 @@ UNSUPPORTED: dict[str, Unsupported] = {u.name: u for u in (
     _u("sendfile", ("--no-sendfile",), None,
        "sendfile cannot be switched off yet (it is used for file responses)", False),
     _u("reload_engine", ("--reload-engine",), "auto", "the reloader has one engine (polling)"),
-    _u("reload_extra_files", ("--reload-extra-file",), [],
-       "extra files to watch are not supported yet: --reload watches loaded Python modules"),
     _u("secure_scheme_headers", (), {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https",
                                      "X-FORWARDED-SSL": "on"},
        "the scheme is read from X-Forwarded-Proto only (from forwarded_allow_ips peers)"),

@@ -117,7 +117,7 @@ class Worker:
                 self.heartbeat.beat, keep_alive=self.uses_keep_alive,
                 max_requests=self.max_requests)
             if self.config.reload:
-                start_reloader(self.ppid)
+                start_reloader(self.ppid, extra=self.config.reload_extra_files)
             if self.holds_connections:
                 self.state.websockets = Registry(self.config.websocket_max_connections,
                                                  self.config.websocket_ping_interval,

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import errno
 import http.client
+import os
 import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,36 @@ def test_name_titles_the_processes(launcher: Launcher) -> None:
     workers = server.workers()
     assert len(workers) == 2
     assert [_cmdline(pid) for pid in workers] == ["appserver: worker [web]"] * 2
+
+
+def test_reload_extra_files_with_a_glob(launcher: Launcher) -> None:
+    """--reload --reload-extra-file 'templates/**/*.html': a watched file's edit reloads; a file
+    created later under the pattern is watched from then on (its creation does not reload, its
+    first edit does), as gunicorn 27 documents."""
+    run = next_run_dir(launcher)
+    templates = run / "templates" / "pages"
+    templates.mkdir(parents=True)
+    first = templates / "home.html"
+    first.write_text("v1")
+    pattern = str(run / "templates" / "**" / "*.html")
+    server = launcher.start("-k", "sync", "--reload", "--reload-extra-file", pattern,
+                            "--reload-extra-file", str(run / "settings.ini"), bind="tcp",
+                            workers=1, app="apps:hello")
+    time.sleep(1.5)  # the reloader's first look
+    os.utime(first, (time.time() + 5, time.time() + 5))
+    server.wait_log(r"reload: .*home\.html changed", timeout=10)
+    server.wait_log(r"reloaded: generation 2 serves", timeout=20)
+
+    later = templates / "later.html"
+    later.write_text("new")
+    time.sleep(2.5)  # two checks: its creation is seen, and does not reload
+    assert "generation 3" not in server.log()
+    os.utime(later, (time.time() + 10, time.time() + 10))
+    server.wait_log(r"reload: .*later\.html changed", timeout=10)
+    server.wait_log(r"reloaded: generation 3 serves", timeout=20)
+
+
+def test_reload_extra_files_without_reload_is_said(launcher: Launcher) -> None:
+    server = launcher.start("-k", "sync", "--reload-extra-file", "x.html", bind="tcp", workers=1,
+                            app="apps:hello")
+    server.wait_log("--reload-extra-file has no effect without --reload")
