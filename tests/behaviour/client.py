@@ -146,3 +146,23 @@ def exchange(address: str, data: bytes, timeout: float = 10.0) -> Response:
     with Client(address, timeout) as client:
         client.send(data)
         return client.response(timeout)
+
+
+def environ_seen(host: str, port: int, *, source: str, headers: dict[str, str] | None = None,
+                 path: str = "/environ") -> dict[str, str]:
+    """GET ``path`` (an app that answers its environ as JSON) from the local address
+    ``source`` (any of 127.0.0.0/8 is this machine); the environ the app saw."""
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection(host, port, timeout=10, source_address=(source, 0))
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    assert response.status == 200, body
+    environ = json.loads(body)
+    assert isinstance(environ, dict)
+    return environ

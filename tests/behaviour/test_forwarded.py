@@ -18,8 +18,6 @@ different connection code (sync, asyncio) and on a ``tornado.web.Application`` (
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import signal
 import socket
@@ -33,6 +31,8 @@ import pytest
 
 from appserver.bundle.tools import find_nginx
 from appserver.testing import AppServerProcess, free_port
+
+from .client import environ_seen
 
 REPO = Path(__file__).resolve().parents[2]
 FORGED = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"}
@@ -61,15 +61,7 @@ KINDS = {
 def ask(port: int, source: str, headers: dict[str, str] | None = None,
         host: str = "127.0.0.1") -> tuple[str, str]:
     """GET /environ from ``source``; the (REMOTE_ADDR, wsgi.url_scheme) the app saw."""
-    conn = http.client.HTTPConnection(host, port, timeout=10, source_address=(source, 0))
-    try:
-        conn.request("GET", "/environ", headers=headers or {})
-        response = conn.getresponse()
-        body = response.read()
-    finally:
-        conn.close()
-    assert response.status == 200, body
-    env = json.loads(body)
+    env = environ_seen(host, port, source=source, headers=headers)
     return env["REMOTE_ADDR"], env["wsgi.url_scheme"]
 
 

@@ -7,8 +7,6 @@ The app behind nginx reports the REMOTE_ADDR and scheme it got, over the unix so
 
 from __future__ import annotations
 
-import http.client
-import json
 import time
 from collections.abc import Iterator
 
@@ -17,6 +15,7 @@ import pytest
 from appserver.bundle.tools import find_nginx
 from appserver.testing import Stack, start_stack
 
+from ..behaviour.client import environ_seen
 from .conftest import REPO
 
 APP = "tests.behaviour.app:app"
@@ -41,15 +40,7 @@ def hops(stack: Stack) -> int:
 def ask(stack: Stack, source: str, headers: dict[str, str],
         path: str = "/environ") -> tuple[str, str]:
     host, port = stack.url.removeprefix("http://").rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=10, source_address=(source, 0))
-    try:
-        conn.request("GET", path, headers=headers)
-        response = conn.getresponse()
-        body = response.read()
-    finally:
-        conn.close()
-    assert response.status == 200, body
-    env = json.loads(body)
+    env = environ_seen(host, int(port), source=source, headers=headers, path=path)
     # nginx replaces X-Forwarded-For with the one address it believes.
     assert env["HTTP_X_FORWARDED_FOR"] == env["REMOTE_ADDR"]
     return env["REMOTE_ADDR"], env["wsgi.url_scheme"]
