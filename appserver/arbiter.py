@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import policy, proctitle
+from . import policy, proctitle, tls
 from .config import ConfigError, ServerConfig
 from .heartbeat import STOP_RESTART, STOP_SHUTDOWN, Heartbeat
 from .hooks import EXIT_BOOT_ERROR, HookFailed, ServerHooks
@@ -109,7 +109,11 @@ class Arbiter:
                 identity.hand_over(path)  # the workers reopen them on USR1
         setup_error_log(config)
         capture_output(config)
+        if config.tmp_upload_dir:
+            log.debug("tmp_upload_dir %s: accepted and unused (request bodies are streamed to "
+                      "the app; gunicorn 27 does not use it either)", config.tmp_upload_dir)
         self.worker_class = load_worker_class(config.effective_worker_class)
+        self._check_tls(config)
         self.num_workers = config.workers
         self.hooks.on_starting(self)
         self.listeners = bind_all(config.addresses, backlog=config.backlog,
@@ -131,10 +135,18 @@ class Arbiter:
         for sig in HANDLED:
             signal.signal(sig, self._on_signal)
         proctitle.set_title("master", config.proc_name)
-        log.info("appserver master %d listening on %s (%s, %d workers)", self.pid,
+        log.info("appserver master %d listening on %s (%s, %d workers%s)", self.pid,
                  ", ".join(str(listener) for listener in self.listeners),
-                 config.effective_worker_class, self.num_workers)
+                 config.effective_worker_class, self.num_workers,
+                 ", TLS" if tls.enabled(config) else "")
         self.hooks.when_ready(self)
+
+    def _check_tls(self, config: ServerConfig) -> None:
+        """Build the TLS context once (the workers build their own): a bad file, key or
+        cipher list stops the start (or the reload) here, naming the setting and the file."""
+        for warning in tls.warnings(config):
+            log.warning("%s", warning)
+        tls.check(config, self.hooks)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if len(self._signals) < 64:
@@ -375,6 +387,7 @@ class Arbiter:
             config = self.reload_config()
             check_log_paths(config)
             load_worker_class(config.effective_worker_class)
+            self._check_tls(config)
         except (ConfigError, OSError, Exception) as exc:
             log.error("reload refused, the old settings stay in force: %s", exc)
             return
@@ -385,8 +398,9 @@ class Arbiter:
         except Exception as exc:
             log.error("reload refused: %s", exc)
             return
-        if config.errorlog != self.config.errorlog or config.loglevel != self.config.loglevel:
-            setup_error_log(config)
+        # As gunicorn: the logging is set up again from the new settings (a logconfig file may
+        # have changed too); settings that cannot be applied leave the previous logging.
+        setup_error_log(config, previous=self.config)
         # Never reuse the number of an abandoned reload whose workers may still be exiting.
         generation = max([self.generation, *(w.generation for w in self.workers.values())]) + 1
         self.pending_reload = (generation, config, listeners)

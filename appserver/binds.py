@@ -64,3 +64,36 @@ def parse_statsd_address(text: str) -> tuple[int, str | tuple[str, int]]:
     host = host.strip("[]") or "localhost"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     return family, (host, int(port))
+
+
+def parse_syslog_address(text: str) -> tuple[int | None, str | tuple[str, int]]:
+    """A syslog server as gunicorn's ``syslog_addr`` spells it -> (socket type, address) for
+    ``logging.handlers.SysLogHandler``.
+
+    ``udp://HOST:PORT`` and ``tcp://HOST:PORT`` (``[v6]:PORT``; the host defaults to localhost
+    and the port to 514); ``unix://PATH`` with an optional ``#dgram`` or ``#stream``.  As in
+    gunicorn, only ``#dgram`` pins the socket type of a unix path: otherwise (None) the handler
+    tries a datagram socket, then a stream one, which reaches a stream socket all the same."""
+    if text.startswith("unix://"):
+        path, _, kind = text[len("unix://"):].partition("#")
+        if not path:
+            raise ValueError(f"{text!r}: unix:// needs a path")
+        if kind not in ("", "dgram", "stream"):
+            raise ValueError(f"{text!r}: the socket type after '#' is dgram or stream")
+        return (socket.SOCK_DGRAM if kind == "dgram" else None), path
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme not in ("udp", "tcp"):
+        raise ValueError(f"{text!r} is not udp://HOST:PORT, tcp://HOST:PORT or "
+                         f"unix://PATH[#dgram|#stream]")
+    socktype = socket.SOCK_DGRAM if scheme == "udp" else socket.SOCK_STREAM
+    match = re.fullmatch(r"\[([^\]]*)\](?::(.*))?|([^:]*)(?::(.*))?", rest)
+    assert match is not None  # the second branch matches any text without a second colon
+    if match.group(1) is None and ":" in (match.group(4) or ""):
+        raise ValueError(f"{text!r}: write an IPv6 host in brackets, [::1]:514")
+    host = (match.group(1) if match.group(1) is not None else match.group(3)) or "localhost"
+    port = match.group(2) if match.group(1) is not None else match.group(4)
+    if port is None or port == "":
+        return socktype, (host.lower(), 514)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r}: {port!r} is not a port number")
+    return socktype, (host.lower(), int(port))

@@ -25,7 +25,7 @@ EXIT_USAGE = 2
 
 # List settings given once as a comma-separated value (as gunicorn's flags take them), not
 # repeated.
-COMMA_SEPARATED = ("forwarded_allow_ips", "proxy_allow_ips")
+COMMA_SEPARATED = ("forwarded_allow_ips", "proxy_allow_ips", "forwarder_headers")
 
 
 def _extra(field: FieldInfo) -> dict[str, Any]:
@@ -80,7 +80,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     schema = sub.add_parser("schema", help="print the JSON schema of the server settings")
     schema.set_defaults(func=lambda args: _print_schema())
     docs = sub.add_parser("settings-doc", help="print the settings reference as Markdown")
-    docs.set_defaults(func=lambda args: _print_settings_doc())
+    docs.add_argument("--gunicorn", action="store_true",
+                      help="print the table of every gunicorn 27 setting and hook instead (for "
+                      "docs/migrating-from-gunicorn.md)")
+    docs.set_defaults(func=lambda args: _print_settings_doc(gunicorn=args.gunicorn))
     try:
         from .bundle import commands as bundle_commands
     except ImportError:
@@ -123,7 +126,8 @@ def parsed_args(args: argparse.Namespace, flags: dict[str, str]) -> ParsedArgs:
 
     values = {name: getattr(args, name) for name in flags if hasattr(args, name)}
     return ParsedArgs(values, flags, config=args.config, app=args.app,
-                      unsupported=unsupported.given_options(args))
+                      unsupported=unsupported.given_options(args),
+                      print_config=args.print_config, check_config=args.check_config)
 
 
 def parse_environment_argv(argv: list[str], source: str) -> ParsedArgs:
@@ -142,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve(args: argparse.Namespace, flags: dict[str, str]) -> int:
     from .compat.sources import Sources
-    from .loader import AppLoadError, load_app, prepare_import_path
+    from .loader import AppLoadError, app_name, check_paste, load_wsgi_app, prepare_import_path
     from .sockets import BindError
 
     sources = Sources(parsed_args(args, flags), parse_environment_argv)
@@ -154,40 +158,66 @@ def serve(args: argparse.Namespace, flags: dict[str, str]) -> int:
     for warning in loaded.warnings:
         print(f"appserver: warning: {warning}", file=sys.stderr)
     config = loaded.config
-    if args.print_config:
+    if loaded.print_config:
         sys.stdout.write(config_as_toml(config, loaded.resolved.origins))
         return 0
-    if not config.wsgi_app:
+    if not config.wsgi_app and not config.paste:
         print("appserver: error: no app given: pass MODULE:CALLABLE, or set wsgi_app in the "
               "config file (-c)", file=sys.stderr)
         return EXIT_USAGE
+    if config.wsgi_app and config.paste:
+        print(f"appserver: warning: --paste {config.paste} names the app; {config.wsgi_app} is "
+              f"not used (as in gunicorn)", file=sys.stderr)
     os.environ.update(config.env_pairs)
+    # In the master, as gunicorn does: the hooks (on_starting, post_fork...) import from the
+    # project too, and the workers inherit the path.
+    try:
+        prepare_import_path(config)
+    except OSError as exc:
+        print(f"appserver: error: --chdir {config.chdir}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        check_paste(config)
+    except AppLoadError as exc:
+        print(f"appserver: error: {exc}", file=sys.stderr)
+        return 4
+    if config.daemon and not loaded.check_config:
+        from .daemon import daemonize, detached_already
+        if not detached_already():
+            daemonize(config.enable_stdio_inheritance)
     app = None
-    if args.check_config or (config.preload_app and not config.reload):
+    if loaded.check_config or (config.preload_app and not config.reload):
         try:
             from .workers import WorkerClassError, load_worker_class
             load_worker_class(config.effective_worker_class)
-            prepare_import_path(config)
-            app = load_app(config.wsgi_app)
+            app = load_wsgi_app(config)
         except (AppLoadError, WorkerClassError) as exc:
             print(f"appserver: error: {exc}", file=sys.stderr)
             return 4
         except Exception:
             import traceback
             traceback.print_exc()
-            print(f"appserver: error: importing {config.wsgi_app} failed (traceback above)",
+            print(f"appserver: error: importing {app_name(config)} failed (traceback above)",
                   file=sys.stderr)
             return 4
-        if args.check_config:
-            print(f"appserver: settings and app {config.wsgi_app} are OK")
+        if loaded.check_config:
+            from . import tls
+            from .compat.hooks import GunicornHooks
+            try:
+                tls.check(config, GunicornHooks())
+            except tls.TLSError as exc:
+                print(f"appserver: error: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            print(f"appserver: settings and app {app_name(config)} are OK")
             return 0
     from .arbiter import run_master
     from .compat.hooks import GunicornHooks
     from .hooks import HookFailed
+    from .tls import TLSError
     from .workers import WorkerClassError
     try:
         return run_master(config, reload_config=sources.reload, hooks=GunicornHooks(), app=app)
-    except (BindError, WorkerClassError, OSError) as exc:
+    except (BindError, WorkerClassError, TLSError, ConfigError, OSError) as exc:
         print(f"appserver: cannot start: {exc}", file=sys.stderr)
         return 1
     except HookFailed as exc:
@@ -227,8 +257,12 @@ def settings_doc() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _print_settings_doc() -> int:
-    sys.stdout.write(settings_doc())
+def _print_settings_doc(*, gunicorn: bool = False) -> int:
+    if gunicorn:
+        from .compat.reference import gunicorn_table
+        sys.stdout.write(gunicorn_table())
+    else:
+        sys.stdout.write(settings_doc())
     return 0
 
 

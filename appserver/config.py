@@ -17,9 +17,11 @@ strings as gunicorn accepts); the core calls them through :mod:`appserver.hooks`
 
 from __future__ import annotations
 
+import configparser
 import difflib
 import importlib
 import inspect
+import json
 import os
 import re
 import sys
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -37,10 +40,11 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
-from .binds import BindAddress, parse_bind, parse_statsd_address
-from .forwarded import parse_allow_list
+from .binds import BindAddress, parse_bind, parse_statsd_address, parse_syslog_address
+from .forwarded import DEFAULT_FORWARDER_HEADERS, DEFAULT_SCHEME_HEADERS, parse_allow_list
 from .machine import default_heartbeat_dir, default_workers
 from .privileges import Identity, resolve_group, resolve_user
 
@@ -169,6 +173,41 @@ def positional_arity(func: Callable[..., Any]) -> int:
 
 
 StrList = Annotated[list[str], BeforeValidator(_split_list)]
+
+
+def _scheme_headers(value: Any) -> Any:
+    """gunicorn's secure_scheme_headers dict; from the environment, JSON or NAME=VALUE pairs.
+    Names are made upper case (gunicorn compares upper-case names only); values stay exact."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a JSON object") from None
+        else:
+            pairs = [item.partition("=") for item in text.split(",") if item.strip()]
+            if any(not sep or not name.strip() for name, sep, _ in pairs):
+                raise ValueError(f"{value!r} is not NAME=VALUE,NAME=VALUE")
+            value = {name: rest for name, _, rest in pairs}
+    if isinstance(value, dict):
+        result = {}
+        for name, expected in value.items():
+            if not isinstance(name, str) or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+",
+                                                            name.strip()):
+                raise ValueError(f"{name!r} is not a header name")
+            if not isinstance(expected, str):
+                raise ValueError(f"{name}: the value meaning https must be a string, got "
+                                 f"{expected!r}")
+            result[name.strip().upper()] = expected.strip()
+        return result
+    return value
+
+
+SchemeHeaders = Annotated[dict[str, str], BeforeValidator(_scheme_headers)]
+HeaderMap = Annotated[Literal["drop", "refuse", "dangerous"],
+                      BeforeValidator(lambda value: value.strip().lower()
+                                      if isinstance(value, str) else value)]
 LogLevel = Annotated[Literal["debug", "info", "warning", "error", "critical"],
                      BeforeValidator(lambda value: value.lower() if isinstance(value, str) else value)]
 OctalMode = Annotated[int, BeforeValidator(_octal), Field(ge=0, le=0o7777)]
@@ -176,6 +215,89 @@ MemorySize = Annotated[int, BeforeValidator(_memory_size), Field(ge=0)]
 # A hook: a callable, or its import path.  In the JSON schema (TOML, environment) it is a string.
 Hook = Annotated[Callable[..., Any] | None, BeforeValidator(_import_callable),
                  WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "null"}]})]
+
+
+# ---- the logging settings' value types (appserver/logs.py, appserver/logconfig.py) -----------
+
+# Syslog facility names, as gunicorn accepts them, and their codes (RFC 5424 §6.2.1; "security"
+# is an old name of auth).
+SYSLOG_FACILITIES = {
+    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "security": 4, "syslog": 5,
+    "lpr": 6, "news": 7, "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11,
+    **{f"local{n}": 16 + n for n in range(8)},
+}
+# logger_class values that mean the server's own logging: gunicorn's default class, its
+# "simple" shorthand, and its StatsD class (the server sends StatsD itself, see statsd_host).
+DEFAULT_LOGGER_CLASSES = ("gunicorn.glogging.Logger", "simple", "gunicorn.instrument.statsd.Statsd")
+
+
+def _json_object(value: Any) -> Any:
+    """A dict-valued setting given as text (the environment): a JSON object."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError as exc:
+            raise ValueError(f"not a JSON object: {exc}") from None
+        if not isinstance(value, dict):
+            raise ValueError("not a JSON object")
+    return value
+
+
+def _syslog_address(value: str) -> str:
+    parse_syslog_address(value)
+    return value
+
+
+def _syslog_facility(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip().lower()
+        if value not in SYSLOG_FACILITIES:
+            raise ValueError(f"{value!r} is no syslog facility; one of "
+                             f"{', '.join(SYSLOG_FACILITIES)}")
+    return value
+
+
+def _logger_class(value: Any) -> Any:
+    """A class or its import path, as gunicorn's validate_class takes it (a function is called
+    for the class).  Imported in the master at start-up (appserver.logs), after --chdir and
+    --pythonpath apply; here only its shape is checked."""
+    if inspect.isfunction(value) or inspect.ismethod(value):
+        value = value()
+    if inspect.isclass(value):
+        return value
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{value!r} is not a class or an import path such as "
+                         f"mypkg.logging.MyLogger")
+    return value.strip()
+
+
+def is_default_logger_class(value: Any) -> bool:
+    """True when ``logger_class`` asks for the server's own logging (see DEFAULT_LOGGER_CLASSES)."""
+    if inspect.isclass(value):
+        value = f"{value.__module__}.{value.__qualname__}"
+    return value in DEFAULT_LOGGER_CLASSES
+
+
+LogConfigDict = Annotated[dict[str, Any], BeforeValidator(_json_object)]
+SyslogAddress = Annotated[str, AfterValidator(_syslog_address)]
+SyslogFacility = Annotated[str, BeforeValidator(_syslog_facility),
+                          WithJsonSchema({"type": "string", "enum": list(SYSLOG_FACILITIES)})]
+LoggerClass = Annotated[Any, BeforeValidator(_logger_class), WithJsonSchema({"type": "string"})]
+
+
+_VERIFY_MODES = {"CERT_NONE": 0, "CERT_OPTIONAL": 1, "CERT_REQUIRED": 2}
+
+
+def _verify_mode(value: Any) -> Any:
+    """gunicorn's cert_reqs: 0, 1, 2 (ssl.CERT_* are these ints), or their names."""
+    if isinstance(value, str) and value.strip().upper().removeprefix("SSL.") in _VERIFY_MODES:
+        return _VERIFY_MODES[value.strip().upper().removeprefix("SSL.")]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)  # an ssl.VerifyMode member
+    return value
+
+
+TLSVerifyMode = Annotated[int, BeforeValidator(_verify_mode), Field(ge=0, le=2)]
 
 
 def setting(default: Any = None, *, help: str, cli: tuple[str, ...] = (),
@@ -298,6 +420,49 @@ class ServerConfig(BaseModel):
     loglevel: LogLevel = setting(
         "info", cli=("--log-level",),
         help="Error log level: " + ", ".join(LOG_LEVELS) + " (in any case, as gunicorn takes it).")
+    # ---- logging configuration, gunicorn's way (appserver/logs.py, appserver/logconfig.py) ------
+    logconfig: str | None = setting(
+        None, cli=("--log-config",),
+        help="A logging config file (Python's logging.config.fileConfig ini format; "
+        "%(here)s is its directory), applied after the settings above, existing loggers kept. "
+        "The server logs as gunicorn.error and gunicorn.access. logconfig_dict and "
+        "logconfig_json take precedence.")
+    logconfig_dict: LogConfigDict = setting(
+        {},
+        help="A logging.config.dictConfig dict (a config-file dict, a TOML table, JSON in the "
+        "environment), over gunicorn's defaults key by key: root, gunicorn.error and "
+        "gunicorn.access to the console unless the dict's own 'loggers', 'handlers', "
+        "'formatters' or 'root' replace them. Takes precedence over logconfig_json and "
+        "logconfig.")
+    logconfig_json: str | None = setting(
+        None, cli=("--log-config-json",),
+        help="A JSON file holding a logconfig_dict (same defaults). Takes precedence over "
+        "logconfig.")
+    syslog: bool = setting(
+        False, cli=("--log-syslog",),
+        help="Also send the error log (and the access log, see "
+        "disable_redirect_access_to_syslog) to syslog at syslog_addr.")
+    syslog_addr: SyslogAddress = setting(
+        "udp://localhost:514", cli=("--log-syslog-to",),
+        help="Where syslog listens: udp://HOST:PORT, tcp://HOST:PORT or unix://PATH (#dgram "
+        "or #stream after it; unpinned, a datagram socket is tried first), e.g. "
+        "unix:///dev/log.")
+    syslog_prefix: str | None = setting(
+        None, cli=("--log-syslog-prefix",),
+        help="The program name in syslog lines: 'gunicorn.PREFIX.error' and "
+        "'gunicorn.PREFIX.access'. Default: proc_name, else the app (MODULE.CALLABLE).")
+    syslog_facility: SyslogFacility = setting(
+        "user", cli=("--log-syslog-facility",),
+        help="Syslog facility: " + ", ".join(SYSLOG_FACILITIES) + ".")
+    disable_redirect_access_to_syslog: bool = setting(
+        False, cli=("--disable-redirect-access-to-syslog",),
+        help="With --log-syslog: keep the access log out of syslog.")
+    logger_class: LoggerClass = setting(
+        "gunicorn.glogging.Logger", cli=("--logger-class",),
+        help="gunicorn's logger class: its default (or 'simple', or its StatsD class) means the "
+        "server's own logging; any other import path (or a class in a config file) is a class "
+        "with the interface of gunicorn.glogging.Logger, built in the master with the settings "
+        "and called for every error log message and access line.")
     forwarded_allow_ips: StrList = setting(
         ["127.0.0.1", "::1"], cli=("--forwarded-allow-ips",),
         help="Peers allowed to send X-Forwarded-For/-Proto (comma-separated addresses and CIDR "
@@ -308,6 +473,24 @@ class ServerConfig(BaseModel):
         help="Proxies in front that append to X-Forwarded-For/-Proto: the entry this many places "
         "from the right is believed (REMOTE_ADDR, wsgi.url_scheme), everything left of it is "
         "ignored; a header with fewer entries is ignored whole (Werkzeug ProxyFix's x_for).")
+    # ---- forwarded headers, gunicorn's way (appserver/forwarded.py) ----------------------------
+    secure_scheme_headers: SchemeHeaders = setting(
+        dict(DEFAULT_SCHEME_HEADERS),
+        help="Headers from forwarded_allow_ips peers that tell the scheme: header name -> the "
+        "value meaning https (any other value: http). Two listed headers that disagree are a 400. "
+        "X-Forwarded-Proto, when listed, is read at the forwarded_hops entry (case-insensitive); "
+        "the others are compared whole and exactly. A config-file dict, a TOML table, or "
+        "NAME=VALUE,NAME=VALUE (JSON also) in the environment.")
+    forwarder_headers: StrList = setting(
+        list(DEFAULT_FORWARDER_HEADERS), cli=("--forwarder-headers",),
+        help="Header names with '_' that forwarded_allow_ips peers may send to the app "
+        "(comma-separated; '*': all): they reach it as HTTP_<NAME>, and a SCRIPT_NAME header "
+        "also sets SCRIPT_NAME (stripped from PATH_INFO). From other peers header_map applies.")
+    header_map: HeaderMap = setting(
+        "drop", cli=("--header-map",),
+        help="Header names with '_' (other than trusted forwarder_headers): drop them (as nginx "
+        "does), refuse the request (400), or 'dangerous': map them to HTTP_<NAME> like the "
+        "others, where X_Foo and X-Foo share one key.")
     proc_name: str | None = setting(
         None, cli=("-n", "--name"),
         help="Name the processes 'appserver: master [NAME]' and 'appserver: worker [NAME]' in ps "
@@ -330,6 +513,34 @@ class ServerConfig(BaseModel):
         False, cli=("--capture-output",),
         help="Send the stdout and stderr of the server and its workers (what an app prints) to "
         "the error log file (no effect when that is stderr).")
+    # ---- the process, gunicorn's way (appserver/daemon.py, appserver/spew.py, loader.py) -----
+    daemon: bool = setting(
+        False, cli=("-D", "--daemon"),
+        help="Detach into the background (double fork, a new session; the working directory is "
+        "kept) before the sockets are bound; the pid file then names the daemon. Standard "
+        "streams go to /dev/null unless enable_stdio_inheritance: log to a file (--error-logfile).")
+    enable_stdio_inheritance: bool = setting(
+        False, cli=("-R", "--enable-stdio-inheritance"),
+        help="With --daemon: keep stdout and stderr when they are not a terminal (a file or pipe "
+        "the launcher redirected them to); stdin is /dev/null either way. Set PYTHONUNBUFFERED "
+        "to see prints at once.")
+    spew: bool = setting(
+        False, cli=("--spew",),
+        help="Debugging, the nuclear option: every Python line the workers execute is printed "
+        "to stdout as MODULE:LINE: SOURCE (every thread).")
+    tmp_upload_dir: str | None = setting(
+        None,
+        help="Accepted for gunicorn configs and checked to be a writable directory; unused, as "
+        "in gunicorn 27 (request bodies are streamed to the app, never spooled).")
+    paste: str | None = setting(
+        None, cli=("--paste", "--paster"),
+        help="Load the app from a PasteDeploy config file: FILE.ini, or FILE.ini#NAME for "
+        "[app:NAME] (default main). Replaces MODULE:CALLABLE. Needs the paste extra "
+        "(pip install 'appserver[paste]').")
+    raw_paste_global_conf: StrList = setting(
+        [], cli=("--paste-global",),
+        help="KEY=VALUE passed to the PasteDeploy app as a global config variable (\\= for a "
+        "literal '='). Repeatable.")
     proxy_protocol: Literal["off", "v1", "v2", "auto"] = setting(
         "off", cli=("--proxy-protocol",), cli_const="auto",
         help="Read a PROXY protocol header (HAProxy, stunnel) at the start of each connection: "
@@ -350,6 +561,39 @@ class ServerConfig(BaseModel):
     dogstatsd_tags: str = setting(
         "", cli=("--dogstatsd-tags",),
         help="DogStatsD tags appended to every StatsD metric, e.g. 'env:prod,team:web'.")
+    # ---- TLS on the server's own listeners (gunicorn's SSL section; appserver/tls.py) --------
+    certfile: str | None = setting(
+        None, cli=("--certfile",),
+        help="TLS: the certificate file (PEM; the chain after the certificate, and the key too "
+        "when keyfile is not set). With it, every listener speaks HTTPS only (unix sockets "
+        "too, as in gunicorn). Behind nginx, leave it unset: nginx terminates TLS.")
+    keyfile: str | None = setting(
+        None, cli=("--keyfile",),
+        help="TLS: the private key file (PEM, not passphrase-protected) of certfile.")
+    ca_certs: str | None = setting(
+        None, cli=("--ca-certs",),
+        help="TLS: CA certificates (PEM) that client certificates are verified against (with "
+        "cert_reqs). Default: the system's CAs.")
+    cert_reqs: TLSVerifyMode = setting(
+        0, cli=("--cert-reqs",),
+        help="TLS: client certificates: 0 not asked for, 1 optional (verified if sent), 2 "
+        "required (ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED; their names are accepted too).")
+    ciphers: str | None = setting(
+        None, cli=("--ciphers",),
+        help="TLS: the cipher suites, as an OpenSSL cipher list (TLS 1.2 and below). Default: "
+        "Python's ssl module's.")
+    ssl_version: int | str = setting(
+        2, cli=("--ssl-version",),
+        help="Deprecated and ignored, as in gunicorn 27 (a warning if set): set "
+        "context.minimum_version in an ssl_context hook instead.")
+    do_handshake_on_connect: bool = setting(
+        False, cli=("--do-handshake-on-connect",),
+        help="TLS: accepted for gunicorn configs; every worker class does the handshake right "
+        "after the accept either way, within --header-timeout and without blocking the worker.")
+    suppress_ragged_eofs: bool = setting(
+        True, cli=("--suppress-ragged-eofs",),
+        help="TLS: a client that closes without a TLS close_notify is an end of file, not an "
+        "error (the ssl module's option).")
     limit_request_line: int = setting(
         4094, cli=("--limit-request-line",), ge=0, le=HARD_MAX_REQUEST_LINE,
         help=f"Longest request line in bytes (414 beyond). 0: the hard ceiling, {HARD_MAX_REQUEST_LINE}.")
@@ -427,8 +671,10 @@ class ServerConfig(BaseModel):
     on_exit: Hook = setting(None, hook=(1,), help="Hook on_exit(server): in the master, just "
                             "before it exits.")
     ssl_context: Hook = setting(None, hook=(2,), help="Hook ssl_context(config, "
-                                "default_ssl_context_factory): not supported yet -- the server "
-                                "has no TLS listeners; terminate TLS in nginx.")
+                                "default_ssl_context_factory): returns the SSLContext of the "
+                                "TLS listeners (the factory builds the default one from the TLS "
+                                "settings). Called in the master at start-up and once in each "
+                                "worker.")
 
     @field_validator("bind")
     @classmethod
@@ -472,6 +718,14 @@ class ServerConfig(BaseModel):
             parse_statsd_address(value)
         return value or None
 
+    @field_validator("keyfile")
+    @classmethod
+    def _key_needs_cert(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and not info.data.get("certfile"):
+            raise ValueError("a keyfile without a certfile: set certfile too (TLS needs the "
+                             "certificate; a certfile may hold the key as well)")
+        return value or None
+
     @field_validator("worker_class")
     @classmethod
     def _known_worker(cls, value: str) -> str:
@@ -482,6 +736,65 @@ class ServerConfig(BaseModel):
     def _key_value(cls, value: list[str]) -> list[str]:
         for item in value:
             if "=" not in item or not item.split("=", 1)[0]:
+                raise ValueError(f"{item!r} is not KEY=VALUE")
+        return value
+
+    @field_validator("chdir")
+    @classmethod
+    def _directory(cls, value: str | None) -> str | None:
+        """Absolute, as gunicorn makes it: the master changes directory before forking, so a
+        relative path must not be taken again from the new one in each worker."""
+        return None if value is None else os.path.abspath(os.path.expanduser(value))
+
+    @field_validator("forwarder_headers")
+    @classmethod
+    def _upper_names(cls, value: list[str]) -> list[str]:
+        return [name.upper() for name in value]
+
+    @field_validator("tmp_upload_dir")
+    @classmethod
+    def _writable_directory(cls, value: str | None) -> str | None:
+        if value and not os.path.isdir(value):
+            raise ValueError("not a directory")
+        if value and not os.access(value, os.W_OK | os.X_OK):
+            raise ValueError("not writable by the server's user")
+        return value or None
+
+    @field_validator("paste")
+    @classmethod
+    def _paste_file(cls, value: str | None) -> str | None:
+        """Absolute (the workers load it after --chdir), and the file must exist, as gunicorn
+        checks at start-up."""
+        if not value:
+            return None
+        path, sep, name = value.partition("#")
+        path = os.path.abspath(os.path.expanduser(path))
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: no such file")
+        return path + sep + name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paste_logging(cls, data: Any) -> Any:
+        """gunicorn's --paste: an ini file with logging sections is the default logconfig
+        (any logconfig given, from any source, wins)."""
+        if not isinstance(data, dict) or not data.get("paste") or "logconfig" in data:
+            return data
+        path = os.path.abspath(os.path.expanduser(str(data["paste"]).partition("#")[0]))
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read([path])
+        except (configparser.Error, UnicodeDecodeError):
+            return data  # the paste field's own check, or PasteDeploy, says what is wrong
+        if parser.has_section("loggers"):
+            data = {**data, "logconfig": path}
+        return data
+
+    @field_validator("raw_paste_global_conf")
+    @classmethod
+    def _global_conf(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not re.search(r"(?<!\\)=", item):
                 raise ValueError(f"{item!r} is not KEY=VALUE")
         return value
 
@@ -499,9 +812,6 @@ class ServerConfig(BaseModel):
         arities = hook_arities(info.field_name or "")
         if not arities or value is None:
             return value
-        if info.field_name == "ssl_context":
-            raise ValueError("not supported yet: the server has no TLS listeners of its own; "
-                             "terminate TLS in nginx (the bundle does)")
         if not callable(value):
             raise ValueError(f"{value!r} is not callable")
         try:
@@ -747,6 +1057,8 @@ def setting_input(name: str, value: Any) -> Any:
         return f"{value:04o}"
     if hook_arities(name) and callable(value):
         return _qualified(value)
+    if name == "logger_class" and inspect.isclass(value):
+        return _qualified(value)
     if field is not None and isinstance(value, int) and not isinstance(value, bool) \
             and any(getattr(m, "func", None) is _memory_size for m in field.metadata):
         return _size_text(value)
@@ -772,5 +1084,8 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_value(str(k))} = {_toml_value(v)}"
+                                for k, v in value.items()) + " }"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'

@@ -13,12 +13,16 @@ it for None once per request, which is all a server without hooks pays.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .policy import EXIT_BOOT_ERROR
 
 if TYPE_CHECKING:
+    import ssl
+
     from .arbiter import Arbiter, WorkerRecord
+    from .config import ServerConfig
     from .http.events import RequestHead
     from .workers.base import Worker
     from .wsgi import Response
@@ -72,3 +76,9 @@ class ServerHooks:
 
     def request_hooks(self, worker: Worker) -> RequestHooks | None:
         return None
+
+    def ssl_context(self, config: ServerConfig,
+                    factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        """The SSLContext of the TLS listeners (appserver.tls); ``factory`` builds the default
+        one from the settings.  Called in the master at start-up and once in each worker."""
+        return factory()

@@ -1,7 +1,15 @@
 """Error log and access log, both reopenable on USR1 (for logrotate).
 
+The server logs as gunicorn does, so that logging configurations written for gunicorn apply:
+its messages through the ``gunicorn.error`` logger, one line per response through
+``gunicorn.access`` (:mod:`appserver.logconfig` sets both up, and applies logconfig,
+logconfig_dict, logconfig_json, syslog and logger_class).
+
 The access log speaks gunicorn's format atoms so existing log parsers keep working; ``json``
-mode writes one object per line with the same information under readable names.
+mode writes one object per line with the same information under readable names.  A record of
+``gunicorn.access`` carries gunicorn's ``msg`` (the format) and ``args`` (the atoms), for the
+filters deployments write; when nothing but the server's own handler would see it, the line is
+written to that handler's file directly, which saves the logging machinery's cost per request.
 """
 
 from __future__ import annotations
@@ -13,64 +21,45 @@ import logging
 import os
 import re
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import IO, Any
+from typing import Any
 
+from . import logconfig
 from .config import ServerConfig
+from .logconfig import (
+    ACCESS_LOGGER,
+    DATE_FORMAT,
+    ERROR_FORMAT,
+    TAG,
+    LogSetupError,
+    ReopenableStreamHandler,
+    close_on_exec,
+)
 
-ERROR_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
-DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
+__all__ = ["DATE_FORMAT", "ERROR_FORMAT", "AccessLog", "LogSetupError", "ReopenableStreamHandler",
+           "capture_output", "check_log_paths", "close_on_exec", "reopen_error_log",
+           "setup_error_log"]
 
 log = logging.getLogger("appserver")
 
 
-class ReopenableStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to stderr for '-', else to a file that ``reopen()`` opens afresh."""
+def setup_error_log(config: ServerConfig, *, previous: ServerConfig | None = None) -> None:
+    """Set up the process's logging from the settings (see :func:`appserver.logconfig.configure`).
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        super().__init__(self._open())
-
-    def _open(self) -> IO[str]:
-        if self.path == "-":
-            return sys.stderr
-        return open(self.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
-
-    def reopen(self) -> None:
-        """Open the path afresh (logrotate moved the file); when that fails, say so and keep
-        writing to the file already open -- a log that cannot be reopened never stops a worker."""
-        self.acquire()
-        try:
-            old = self.stream
-            try:
-                self.stream = self._open()
-            except OSError as exc:
-                self.stream.write(f"cannot reopen the error log {self.path}: {exc.strerror}; "
-                                  f"still writing to the file that was open\n")
-                return
-            if old is not sys.stderr:
-                old.close()
-        finally:
-            self.release()
-
-
-def setup_error_log(config: ServerConfig) -> ReopenableStreamHandler:
-    """Configure the ``appserver`` logger (and the root logger, for apps that log) once."""
-    handler = ReopenableStreamHandler(config.errorlog)
-    handler.setFormatter(logging.Formatter(ERROR_FORMAT, DATE_FORMAT))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        if isinstance(old, ReopenableStreamHandler):
-            root.removeHandler(old)
-            if old.stream is not sys.stderr:
-                old.stream.close()
-    root.addHandler(handler)
-    level = getattr(logging, config.loglevel.upper())
-    root.setLevel(level)
-    log.setLevel(level)
-    return handler
+    At start-up a setting that cannot be applied raises :class:`LogSetupError`.  On a reload
+    (``previous``: the settings in force), it is logged and the previous logging restored, as
+    gunicorn keeps its previous logging configuration."""
+    if previous is None:
+        logconfig.configure(config)
+        close_on_exec()
+        return
+    try:
+        logconfig.configure(config)
+    except LogSetupError as exc:
+        logconfig.configure(previous)
+        log.error("reload: the logging settings are refused, the previous ones stay in force: "
+                  "%s", exc)
 
 
 _captured: str | None = None  # the file stdout and stderr go to (--capture-output)
@@ -79,9 +68,10 @@ _captured: str | None = None  # the file stdout and stderr go to (--capture-outp
 def capture_output(config: ServerConfig) -> None:
     """gunicorn's --capture-output: the master's stdout and stderr (and so the workers', and
     whatever an app prints) go to the error log file, again after each reopen (USR1, for
-    logrotate).  Nothing to do when the error log is stderr."""
+    logrotate).  Nothing to do when the error log is stderr, or when a ``logger_class`` is in
+    force (gunicorn's Logger does this itself, in its setup and reopen_files)."""
     global _captured
-    if not config.capture_output or config.errorlog == "-":
+    if not config.capture_output or config.errorlog == "-" or logconfig.logger_object():
         _captured = None
         return
     _captured = config.errorlog
@@ -137,9 +127,9 @@ def _log_path_fix(exc: OSError, path: str) -> str:
 
 
 def reopen_error_log() -> None:
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, ReopenableStreamHandler):
-            handler.reopen()
+    """USR1: reopen every log file (see :func:`appserver.logconfig.reopen_all`), and point
+    stdout and stderr at the error log again for --capture-output."""
+    logconfig.reopen_all()
     if _captured is not None:
         try:
             _redirect_stdio(_captured)
@@ -233,66 +223,116 @@ _ATOMS: dict[str, Callable[[_Atoms], str]] = {
 }
 
 
+def access_log_wanted(config: ServerConfig) -> bool:
+    """gunicorn's rule: access lines are made when an access log file is set, when a logging
+    configuration (which may route gunicorn.access anywhere) is given, or when they go to
+    syslog."""
+    return bool(config.accesslog or logconfig.configured_by_user(config)
+                or (config.syslog and not config.disable_redirect_access_to_syslog))
+
+
 class AccessLog:
-    """One line per response, in gunicorn's format or as JSON lines."""
+    """One line per response, in gunicorn's format or as JSON lines, through ``gunicorn.access``
+    (or the ``logger_class`` instance's access())."""
 
     def __init__(self, config: ServerConfig) -> None:
-        self.path = config.accesslog
         self.format = config.access_log_format
         self.json = config.access_log_json
-        self.enabled = bool(self.path)
-        self._lock = threading.Lock()
-        self._stream: IO[str] | None = self._open() if self.enabled else None
-        if self.enabled and not self.json:
+        self._object = logconfig.logger_object()
+        self.enabled = self._object is not None or access_log_wanted(config)
+        self._logger = logging.getLogger(ACCESS_LOGGER)
+        if config.accesslog and not logconfig.configured():  # used on its own (tests, tools)
+            for old in [h for h in self._logger.handlers if getattr(h, TAG, False)]:
+                self._logger.removeHandler(old)
+                if isinstance(old, ReopenableStreamHandler):
+                    old.release_stream()
+            self._logger.addHandler(logconfig.access_handler(config.accesslog))
+            self._logger.setLevel(logging.INFO)
+            self._logger.propagate = False
+        # The server's own handler, written to directly while it is the only one (see above).
+        self._own = next((h for h in self._logger.handlers if getattr(h, TAG, False)
+                          and isinstance(h, ReopenableStreamHandler)), None)
+        if self.enabled and self._own is not None:
+            self._own.ensure_open()  # in the worker, at boot: a file it cannot write stops it
+        self._broken = ""
+        if self.enabled and self._object is None and not self.json:
             for key in unknown_atoms(self.format):
                 log.warning("--access-logformat: %%(%s)s is no access log atom; it is logged "
                             "as '-' (as gunicorn does)", key)
-
-    def _open(self) -> IO[str]:
-        if self.path == "-":
-            return sys.stdout
-        assert self.path is not None
-        return open(self.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+            try:
+                self.format % _Atoms({}, "", [], 0, 0.0)
+            except (KeyError, ValueError, TypeError) as exc:
+                self._broken = repr(exc)
+                log.error("--access-logformat %r: %r; each access line says so instead",
+                          self.format, exc)
 
     def reopen(self) -> None:
-        if not self.enabled:
-            return
-        with self._lock:
-            try:
-                new = self._open()
-            except OSError as exc:  # keep logging to the file that is open (see above)
-                log.error("cannot reopen the access log %s: %s; still writing to the file "
-                          "that was open", self.path, exc.strerror)
-                return
-            old, self._stream = self._stream, new
-            if old is not None and old is not sys.stdout:
-                old.close()
+        """USR1, in a worker: done by :func:`reopen_error_log` once the logging is configured."""
+        if self._own is not None and not logconfig.configured():
+            self._own.reopen()
+
+    def _direct(self) -> ReopenableStreamHandler | None:
+        """The server's handler when it is all that would see an access record."""
+        own, logger = self._own, self._logger
+        handlers = logger.handlers
+        if own is None or len(handlers) != 1 or handlers[0] is not own or logger.filters \
+                or logger.propagate or logger.disabled or not logger.isEnabledFor(logging.INFO):
+            return None
+        return own
 
     def log(self, environ: Mapping[str, Any], status: str | None, headers: list[tuple[str, str]],
             length: int, duration: float) -> None:
         if not self.enabled:
             return
-        atoms = _Atoms(environ, status or "", headers, length, duration)
-        if self.json:
-            line = json.dumps({
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "remote_addr": atoms["h"],
-                "method": atoms["m"],
-                "uri": environ.get("RAW_URI", ""),
-                "protocol": atoms["H"],
-                "status": int(atoms["s"]) if atoms["s"].isdigit() else None,
-                "bytes": length,
-                "referer": environ.get("HTTP_REFERER"),
-                "user_agent": environ.get("HTTP_USER_AGENT"),
-                "duration_ms": round(duration * 1000, 3),
-                "pid": os.getpid(),
-            })
-        else:
+        if self._object is not None:
             try:
-                line = self.format % atoms
-            except (KeyError, ValueError, TypeError) as exc:
-                line = f"access log format error ({exc!r}): {_request_line(atoms)}"
-        with self._lock:
-            stream = self._stream
-            if stream is not None:
-                stream.write(line + "\n")
+                self._object.access(environ, status, headers, length, duration)
+            except Exception:
+                log.exception("the logger_class's access() raised")
+            return
+        atoms = _Atoms(environ, status or "", headers, length, duration)
+        direct = self._direct()
+        if direct is None:
+            if self.json:
+                self._logger.info("%s", self._json_line(atoms, environ, length, duration))
+            elif self._broken:
+                self._logger.info("%s", self._broken_line(atoms))
+            else:
+                self._logger.info(self.format, atoms)  # gunicorn's msg and args
+            return
+        if self.json:
+            line = self._json_line(atoms, environ, length, duration)
+        elif self._broken:
+            line = self._broken_line(atoms)
+        else:
+            line = self.format % atoms
+        direct.acquire()
+        try:
+            stream = direct.ensure_open()
+            stream.write(line + "\n")
+            if direct.path == "-":
+                stream.flush()
+        except (OSError, ValueError):
+            pass  # a full disk or a closed pipe never fails a request
+        finally:
+            direct.release()
+
+    def _broken_line(self, atoms: _Atoms) -> str:
+        return f"access log format error ({self._broken}): {_request_line(atoms)}"
+
+    @staticmethod
+    def _json_line(atoms: _Atoms, environ: Mapping[str, Any], length: int,
+                   duration: float) -> str:
+        return json.dumps({
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "remote_addr": atoms["h"],
+            "method": atoms["m"],
+            "uri": environ.get("RAW_URI", ""),
+            "protocol": atoms["H"],
+            "status": int(atoms["s"]) if atoms["s"].isdigit() else None,
+            "bytes": length,
+            "referer": environ.get("HTTP_REFERER"),
+            "user_agent": environ.get("HTTP_USER_AGENT"),
+            "duration_ms": round(duration * 1000, 3),
+            "pid": os.getpid(),
+        })

@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
-from .forwarded import ForwardedTrust
-from .http.events import RequestHead
+from .forwarded import DEFAULT_FORWARDER_HEADERS, ForwardedTrust, SchemeConflict
+from .http.events import ProtocolError, RequestHead
 from .http.response import (
     HOP_BY_HOP,
     LAST_CHUNK,
@@ -156,14 +156,24 @@ class InputStream:
 class WSGIContext:
     """What every request of one worker shares: the constant part of the environ, trust
     (``trusted_ips`` may send forwarded headers; ``forwarded_hops`` of their entries are
-    believed: see :mod:`appserver.forwarded`)."""
+    believed; ``scheme_headers`` and ``forwarder_headers`` are gunicorn's settings of those
+    names: see :mod:`appserver.forwarded`) and ``header_map`` (what becomes of header names
+    with "_": drop, refuse with a 400, or "dangerous": map them like the others)."""
 
     def __init__(self, *, multithread: bool, multiprocess: bool, trusted_ips: list[str],
-                 forwarded_hops: int = 1, errors: IO[str] | None = None) -> None:
-        self.forwarded = ForwardedTrust(trusted_ips, forwarded_hops)
+                 forwarded_hops: int = 1, errors: IO[str] | None = None,
+                 scheme_headers: Mapping[str, str] | None = None,
+                 forwarder_headers: Iterable[str] = DEFAULT_FORWARDER_HEADERS,
+                 header_map: str = "drop") -> None:
+        self.forwarded = ForwardedTrust(trusted_ips, forwarded_hops, scheme_headers,
+                                        forwarder_headers)
+        self.header_map = header_map
+        # The environ keys build_environ looks at: X-Forwarded-For (""), the scheme headers.
+        self.watched: dict[str, str] = {"HTTP_X_FORWARDED_FOR": "", **self.forwarded.scheme_keys}
         # pre_request/post_request (appserver.hooks); None, the usual case, costs one test.
         self.hooks: RequestHooks | None = None
         self.script_name = os.environ.get("SCRIPT_NAME", "").rstrip("/")
+        self.scheme = "http"  # "https" when the listeners speak TLS (appserver.tls)
         self.base: dict[str, Any] = {
             "wsgi.version": (1, 0),
             "wsgi.errors": errors or sys.stderr,
@@ -198,43 +208,65 @@ def build_environ(ctx: WSGIContext, head: RequestHead, body: InputStream, *,
     target = target.partition(b"#")[0]  # a fragment is not part of a request (RFC 9112 §3.2)
     path, _, query = target.partition(b"?")
     path_info = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
-    script_name = ctx.script_name
-    if script_name and path_info.startswith(script_name) \
-            and path_info[len(script_name):len(script_name) + 1] in ("", "/"):
-        path_info = path_info[len(script_name):]
     environ["REQUEST_METHOD"] = head.method
-    environ["PATH_INFO"] = path_info
     environ["QUERY_STRING"] = query.decode("latin-1")
     environ["SERVER_PROTOCOL"] = "HTTP/" + head.version
     environ["wsgi.input"] = body
 
-    forwarded_for = forwarded_proto = None
+    watched = ctx.watched
+    seen_for = False
+    scheme_lines: list[tuple[str, str]] = []   # each line of a listed scheme header
+    underscored: list[tuple[str, str]] | None = None
     for name, value in head.headers:
         key = _environ_key(name)
         if key is None:
+            if underscored is None:
+                underscored = []
+            underscored.append((name.decode("latin-1").upper(), value.decode("latin-1")))
             continue
         text = value.decode("latin-1")
+        if key in watched:
+            listed = watched[key]
+            if listed:
+                scheme_lines.append((listed, text))
+            else:
+                seen_for = True
         if key in environ:
             text = environ[key] + "," + text
         environ[key] = text
-        if key == "HTTP_X_FORWARDED_FOR":
-            forwarded_for = text
-        elif key == "HTTP_X_FORWARDED_PROTO":
-            forwarded_proto = text
     if absolute and host:  # the server MUST ignore the received Host (RFC 9112 §3.2.2)
         environ["HTTP_HOST"] = host.decode("latin-1")
 
     peer_ip, peer_port = (peer[0], str(peer[1])) if peer else ("", "0")
-    scheme = "http"
+    scheme = ctx.scheme
     trust = ctx.forwarded
-    if (forwarded_for is not None or forwarded_proto is not None) and trust.allows(peer_ip, is_unix):
-        # Only the entry at the believed hop counts; the client wrote everything to its left.
-        client = trust.client(forwarded_for) if forwarded_for is not None else None
-        if client is not None:
-            peer_ip, peer_port = client, "0"
-        proto = trust.scheme(forwarded_proto) if forwarded_proto is not None else None
-        if proto is not None:
-            scheme = proto
+    trusted: bool | None = None
+    script_name = ctx.script_name
+    if underscored is not None:
+        trusted = trust.allows(peer_ip, is_unix)
+        script_name = _underscored(ctx, environ, underscored, trusted, scheme_lines, script_name)
+        seen_for = "HTTP_X_FORWARDED_FOR" in environ
+    if script_name and path_info.startswith(script_name) \
+            and path_info[len(script_name):len(script_name) + 1] in ("", "/"):
+        path_info = path_info[len(script_name):]
+    environ["PATH_INFO"] = path_info
+    if seen_for or scheme_lines:
+        if trusted is None:
+            trusted = trust.allows(peer_ip, is_unix)
+        if trusted:
+            if seen_for:
+                # Only the entry at the believed hop counts; the client wrote everything to
+                # its left.
+                client = trust.client(environ["HTTP_X_FORWARDED_FOR"])
+                if client is not None:
+                    peer_ip, peer_port = client, "0"
+            if scheme_lines:
+                try:
+                    proto = trust.scheme_of(scheme_lines)
+                except SchemeConflict as exc:
+                    raise ProtocolError(400, str(exc)) from None
+                if proto is not None:
+                    scheme = proto
     environ["REMOTE_ADDR"] = peer_ip
     environ["REMOTE_PORT"] = peer_port
     environ["wsgi.url_scheme"] = scheme
@@ -255,6 +287,29 @@ def build_environ(ctx: WSGIContext, head: RequestHead, body: InputStream, *,
     else:
         environ["SERVER_NAME"], environ["SERVER_PORT"] = "localhost", default_port
     return environ
+
+
+def _underscored(ctx: WSGIContext, environ: dict[str, Any], headers: list[tuple[str, str]],
+                 trusted: bool, scheme_lines: list[tuple[str, str]], script_name: str) -> str:
+    """Header names with "_" (upper case, with their values): a trusted peer's forwarder
+    headers are kept (``HTTP_<NAME>``; ``SCRIPT_NAME`` also sets the mount point, returned),
+    the rest follow ``header_map``.  A listed scheme header counts from a trusted peer even
+    when it is then dropped, as in gunicorn."""
+    trust = ctx.forwarded
+    for name, text in headers:
+        if trusted and name in trust.scheme_headers:
+            scheme_lines.append((name, text))
+        if trusted and trust.forwards(name):
+            if name == "SCRIPT_NAME":
+                script_name = text.rstrip("/")
+                environ["SCRIPT_NAME"] = script_name
+        elif ctx.header_map == "refuse":
+            raise ProtocolError(400, f"header name {name!r} contains '_' (--header-map refuse)")
+        elif ctx.header_map != "dangerous":
+            continue  # drop (nginx's underscores_in_headers off does the same)
+        key = "HTTP_" + name.replace("-", "_")
+        environ[key] = environ[key] + "," + text if key in environ else text
+    return script_name
 
 
 class Response:

@@ -8,6 +8,8 @@
 * :mod:`.unsupported`: the one table of gunicorn settings the server does not offer yet.
 * :mod:`.hooks` and :mod:`.views`: the server hooks, called with gunicorn-shaped views over the
   server's own objects.
+* :mod:`.glogger`: gunicorn's ``logger_class``, a deployment's class with the interface of
+  ``gunicorn.glogging.Logger``, built and called where gunicorn calls it.
 
 Nothing in the core imports from here; the command line wires it in.
 """

@@ -19,12 +19,16 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .. import logconfig
 from ..config import ServerConfig, positional_arity
 from ..hooks import HookFailed, RequestHooks, ServerHooks
+from . import glogger
 from .statsd import WORKERS, StatsdClient, StatsdLogHandler
-from .views import RequestView, ResponseView, ServerView, WorkerView
+from .views import CfgView, RequestView, ResponseView, ServerView, WorkerView
 
 if TYPE_CHECKING:
+    import ssl
+
     from ..arbiter import Arbiter, WorkerRecord
     from ..http.events import RequestHead
     from ..workers.base import Worker
@@ -53,6 +57,7 @@ class GunicornHooks(ServerHooks):
     def __init__(self) -> None:
         self._server: ServerView | None = None
         self.statsd: StatsdClient | None = None
+        logconfig.use_logger_class(glogger.build)  # gunicorn's logger_class (see .glogger)
 
     def _view(self, arbiter: Arbiter) -> ServerView:
         if self._server is None or self._server._arbiter is not arbiter:
@@ -99,6 +104,7 @@ class GunicornHooks(ServerHooks):
     # ---- worker --------------------------------------------------------------------------
 
     def post_fork(self, arbiter: Arbiter, worker: Worker) -> None:
+        logconfig.close_on_exec()  # where gunicorn's worker calls its logger's
         if worker.config.post_fork is not None:
             call(worker.config, "post_fork", self._view(arbiter), WorkerView.of(worker),
                  fatal=True)
@@ -128,6 +134,15 @@ class GunicornHooks(ServerHooks):
             return None
         return WorkerRequestHooks(config, WorkerView.of(worker), self.statsd)
 
+    def ssl_context(self, config: ServerConfig,
+                    factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        """gunicorn's ssl_context(config, default_ssl_context_factory): its return value is the
+        context.  Its errors are not caught here: the caller reports them (appserver.tls)."""
+        if config.ssl_context is None:
+            return factory()
+        context: ssl.SSLContext = config.ssl_context(CfgView(lambda: config), factory)
+        return context
+
     # ---- StatsD (gunicorn's instrumentation rides the same moments) --------------------------
 
     def _start_statsd(self, config: ServerConfig) -> None:
@@ -135,6 +150,9 @@ class GunicornHooks(ServerHooks):
         datagram socket may be shared by processes) and its log handler."""
         if self.statsd is not None or not config.statsd_host:
             return
+        logger = logconfig.logger_object()
+        if isinstance(logger, glogger.GunicornLogger) and logger.sends_statsd:
+            return  # a subclass of gunicorn's StatsD logger sends the metrics itself
         self.statsd = StatsdClient(config.statsd_host, config.statsd_prefix, config.dogstatsd_tags)
         logging.getLogger("appserver").addHandler(StatsdLogHandler(self.statsd))
 

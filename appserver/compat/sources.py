@@ -6,7 +6,9 @@ file is the command line's ``-c``, else the one ``GUNICORN_CMD_ARGS`` names, els
 ``./gunicorn.conf.py`` when it exists.  We add our own sources at the environment's level and
 keep gunicorn's order around them, lowest first:
 
-1. defaults; ``WEB_CONCURRENCY`` here only under a Python config file (gunicorn's rule);
+1. defaults; ``$PORT`` makes the default bind ``0.0.0.0:$PORT`` (gunicorn's rule, which
+   Heroku-style platforms rely on); ``WEB_CONCURRENCY`` here only under a Python config file
+   (gunicorn's rule);
 2. the config file: Python (gunicorn's), or TOML's ``[server]`` table (recognized by ``.toml``);
 3. ``WEB_CONCURRENCY`` (without a Python config file, as before), ``GUNICORN_CMD_ARGS``,
    ``APPSERVER_CMD_ARGS``, then ``APPSERVER_<NAME>`` (the most specific);
@@ -51,6 +53,8 @@ class ParsedArgs:
     config: str | None = None                   # -c/--config/--settings
     app: str | None = None                      # the positional MODULE:CALLABLE
     unsupported: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    print_config: bool = False                  # --print-config
+    check_config: bool = False                  # --check-config
 
 
 # (argv, what it came from) -> the parsed arguments; raises ConfigError on a bad argument.
@@ -62,6 +66,10 @@ class Loaded:
     resolved: Resolved
     warnings: list[str]
     config_file: str | None
+    # --print-config/--check-config from the command line or a *_CMD_ARGS variable (gunicorn
+    # honours them in GUNICORN_CMD_ARGS too).
+    print_config: bool = False
+    check_config: bool = False
 
     @property
     def config(self) -> ServerConfig:
@@ -87,7 +95,7 @@ class Sources:
             for name, (flag, value) in parsed.unsupported.items():
                 is_error, message = unsupported.describe(name, value, f"{where} {flag}")
                 (errors if is_error else warnings).append(message)
-        layers: list[Layer] = []
+        layers: list[Layer] = [port_layer(self.environ)]
         python_file = location is not None and not location.endswith(".toml")
         if location is None or not python_file:
             if location is not None:
@@ -107,7 +115,10 @@ class Sources:
         layers.append(cli_layer(cli_values, {**self.cli.flags, "wsgi_app": "MODULE:CALLABLE"}))
         if errors:
             raise ConfigError("\n".join(errors))
-        return Loaded(resolve(*layers), warnings, location)
+        given = [self.cli, *(args for _, args in env_args)]
+        return Loaded(resolve(*layers), warnings, location,
+                      print_config=any(args.print_config for args in given),
+                      check_config=any(args.check_config for args in given))
 
     def reload(self) -> ServerConfig:
         """For the master's HUP: load again, warnings to the error log."""
@@ -134,6 +145,15 @@ class Sources:
             return location
         path = location.removeprefix("file:")
         return path if os.path.isabs(path) else os.path.join(self.cwd, path)
+
+
+def port_layer(environ: Mapping[str, str]) -> Layer:
+    """gunicorn's default bind is ``0.0.0.0:$PORT`` when ``PORT`` is set (a platform such as
+    Heroku or Render assigns the port this way); any bind from another source wins."""
+    if not environ.get("PORT"):
+        return Layer({}, {})
+    return Layer({"bind": [f"0.0.0.0:{environ['PORT']}"]}, {"bind": "environment PORT"},
+                 origin="env PORT")
 
 
 def _args_layer(args: ParsedArgs, var: str, origin: str) -> Layer:

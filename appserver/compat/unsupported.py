@@ -16,20 +16,13 @@ from typing import Any
 
 from ..config import SETTING_NAMES
 
-_TLS = ("the server has no TLS listeners of its own yet; terminate TLS in nginx (the bundle "
-        "does, see nginx.tls in settings.toml)")
 _BACKLOG = "the listen-backlog metric is not supported yet (StatsD request metrics are)"
-_SYSLOG = "syslog is not supported yet; log to stderr or a file (--error-logfile) and let the " \
-          "supervisor (systemd, Docker) forward it"
-_LOGCONFIG = "logging configuration files are not supported yet; use --error-logfile, " \
-             "--access-logfile, --access-logformat and --log-level"
 _DIRTY = "gunicorn's dirty arbiters are not supported"
 _HTTP2 = "HTTP/2 is not supported; nginx speaks HTTP/2 to clients and HTTP/1.1 to the server"
 _ASGI = "the ASGI worker is not available yet"
 _PARSER = "the HTTP parser's leniency switches are not supported; requests gunicorn would " \
           "need them for are refused (400)"
 _CONTROL = "gunicorn's control socket is not supported; use signals (HUP, TTIN, TTOU, USR2)"
-_PASTE = "PasteDeploy apps are not supported yet; name the WSGI app as MODULE:CALLABLE"
 
 
 @dataclass(frozen=True)
@@ -53,44 +46,12 @@ def _u(name: str, flags: tuple[str, ...], default: Any, why: str, const: Any = N
 
 
 UNSUPPORTED: dict[str, Unsupported] = {u.name: u for u in (
-    _u("certfile", ("--certfile",), None, _TLS),
-    _u("keyfile", ("--keyfile",), None, _TLS),
-    _u("ca_certs", ("--ca-certs",), None, _TLS),
-    _u("cert_reqs", ("--cert-reqs",), 0, _TLS),
-    _u("ciphers", ("--ciphers",), None, _TLS),
-    _u("ssl_version", ("--ssl-version",), 2, _TLS),
-    _u("do_handshake_on_connect", ("--do-handshake-on-connect",), False, _TLS, True),
-    _u("suppress_ragged_eofs", ("--suppress-ragged-eofs",), True, _TLS, True),
     _u("enable_backlog_metric", ("--enable-backlog-metric",), False, _BACKLOG, True),
-    _u("syslog", ("--log-syslog",), False, _SYSLOG, True),
-    _u("syslog_addr", ("--log-syslog-to",), "udp://localhost:514", _SYSLOG),
-    _u("syslog_prefix", ("--log-syslog-prefix",), None, _SYSLOG),
-    _u("syslog_facility", ("--log-syslog-facility",), "user", _SYSLOG),
-    _u("disable_redirect_access_to_syslog", ("--disable-redirect-access-to-syslog",), False,
-       _SYSLOG, True),
-    _u("logconfig", ("--log-config",), None, _LOGCONFIG),
-    _u("logconfig_dict", (), {}, _LOGCONFIG),
-    _u("logconfig_json", ("--log-config-json",), None, _LOGCONFIG),
-    _u("logger_class", ("--logger-class",), "gunicorn.glogging.Logger", _LOGCONFIG),
-    _u("enable_stdio_inheritance", ("-R", "--enable-stdio-inheritance"), False,
-       "not needed: the server never daemonizes, so stdio is always inherited", True),
-    _u("daemon", ("-D", "--daemon"), False,
-       "the server does not daemonize; run it under a supervisor (systemd, Docker, "
-       "`appserver up`)", True),
     _u("default_proc_name", (), "gunicorn",
        "an internal gunicorn setting; name the processes with proc_name (--name)"),
-    _u("tmp_upload_dir", (), None, "request bodies are streamed to the app, never spooled"),
-    _u("spew", ("--spew",), False, "statement tracing is not supported; use a debugger", True),
     _u("sendfile", ("--no-sendfile",), None,
        "sendfile cannot be switched off yet (it is used for file responses)", False),
     _u("reload_engine", ("--reload-engine",), "auto", "the reloader has one engine (polling)"),
-    _u("secure_scheme_headers", (), {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https",
-                                     "X-FORWARDED-SSL": "on"},
-       "the scheme is read from X-Forwarded-Proto only (from forwarded_allow_ips peers)"),
-    _u("forwarder_headers", ("--forwarder-headers",), "SCRIPT_NAME,PATH_INFO",
-       "headers cannot set SCRIPT_NAME or PATH_INFO yet"),
-    _u("header_map", ("--header-map",), "drop",
-       "headers with underscores are always dropped (gunicorn's default)"),
     _u("root_path", ("--root-path",), "", "set SCRIPT_NAME in the environment instead"),
     _u("protocol", ("--protocol",), "http", "only HTTP is served (no uwsgi protocol)"),
     _u("uwsgi_allow_ips", ("--uwsgi-allow-from",), "127.0.0.1,::1",
@@ -103,8 +64,6 @@ UNSUPPORTED: dict[str, Unsupported] = {u.name: u for u in (
     _u("permit_unconventional_http_version", ("--permit-unconventional-http-version",), False,
        _PARSER, True),
     _u("casefold_http_method", ("--casefold-http-method",), False, _PARSER, True),
-    _u("paste", ("--paste", "--paster"), None, _PASTE),
-    _u("raw_paste_global_conf", ("--paste-global",), [], _PASTE),
     _u("http_protocols", ("--http-protocols",), "h1", _HTTP2),
     _u("http2_cleartext", ("--http2-cleartext",), "off", _HTTP2),
     _u("http2_max_concurrent_streams", ("--http2-max-concurrent-streams",), 100, _HTTP2),

@@ -12,7 +12,7 @@ that names the view, rather than a look-alike that behaves differently.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..config import ALIASES, SETTING_NAMES, ServerConfig
@@ -123,6 +123,25 @@ class RequestView:
         self.headers = [(name.decode("latin-1").upper(), value.decode("latin-1"))
                         for name, value in head.headers]
 
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, Any]) -> RequestView:
+        """The same view rebuilt from a request's environ (where the head is not at hand: the
+        access log of every worker class).  Header names come back upper case with '-', as
+        gunicorn keeps them; a repeated header is one entry, as the environ joined it."""
+        view = cls.__new__(cls)
+        view.method = str(environ.get("REQUEST_METHOD", ""))
+        view.uri = str(environ.get("RAW_URI", ""))
+        view.path, _, view.query = view.uri.partition("?")
+        view.path, _, view.fragment = view.path.partition("#")
+        protocol = str(environ.get("SERVER_PROTOCOL", "HTTP/1.1")).partition("/")[2]
+        view.version = tuple(int(part) for part in protocol.split(".") if part.isdigit())
+        view.headers = [(key[5:].replace("_", "-"), str(value)) for key, value in environ.items()
+                        if key.startswith("HTTP_")]
+        for key, name in (("CONTENT_TYPE", "CONTENT-TYPE"), ("CONTENT_LENGTH", "CONTENT-LENGTH")):
+            if environ.get(key):
+                view.headers.append((name, str(environ[key])))
+        return view
+
     def __repr__(self) -> str:
         return f"<req {self.method} {self.uri}>"
 
@@ -135,6 +154,17 @@ class ResponseView:
         self.status_code = response.status_code or int(self.status.split(" ", 1)[0] or 0)
         self.headers = list(response.headers)
         self.sent = response.bytes_sent
+
+    @classmethod
+    def of(cls, status: str | None, headers: list[tuple[str, str]], sent: int) -> ResponseView:
+        """The same view from the parts the access log has."""
+        view = cls.__new__(cls)
+        view.status = status or ""
+        code = view.status.split(" ", 1)[0]
+        view.status_code = int(code) if code.isdigit() else 0
+        view.headers = list(headers)
+        view.sent = sent
+        return view
 
     def __repr__(self) -> str:
         return f"<resp {self.status}>"

@@ -87,9 +87,11 @@ class AsyncioWorker(Worker):
         self._servers = servers
         for listener in self.listeners:
             listener.sock.setblocking(False)
+            tls: dict[str, Any] = {} if self.state.tls is None else {
+                "ssl": self.state.tls, "ssl_handshake_timeout": self.config.header_timeout}
             server = await self.loop.create_server(
                 functools.partial(HTTPProtocol, self, listener),
-                sock=listener.sock, backlog=self.config.backlog)
+                sock=listener.sock, backlog=self.config.backlog, **tls)
             servers.append(server)
         registry = self.state.websockets
         while self.alive:

@@ -319,6 +319,10 @@ class HTTPProtocol(asyncio.Protocol):
             return
         try:
             self._hand_to_app(head, key, offered)
+        except ProtocolError as exc:  # from the environ: contradictory scheme headers...
+            registry.release(None)
+            self.upgrading = False
+            self._reject(exc)
         except Exception:
             # Whatever failed before the app got the request, the reserved place comes back.
             registry.release(None)
@@ -331,6 +335,9 @@ class HTTPProtocol(asyncio.Protocol):
     def _hand_to_app(self, head: RequestHead, key: bytes, offered: list[str]) -> None:
         state = self.worker.state
         assert self.transport is not None
+        # First: a request the environ refuses (a ProtocolError) changes nothing here.
+        environ = build_environ(state.wsgi, head, InputStream(lambda: b""), peer=self.peer,
+                                local=self.local, is_unix=self.is_unix)
         state.count_request()
         self.upgrading = True
         event = self.parser.next_event()
@@ -349,10 +356,11 @@ class HTTPProtocol(asyncio.Protocol):
             return dup
 
         handed = HandedOverSocket(duplicate, trailing)
-        environ = build_environ(state.wsgi, head, InputStream(lambda: b""), peer=self.peer,
-                                local=self.local, is_unix=self.is_unix)
         environ["wsgi.websocket"] = ws
-        environ["gunicorn.socket"] = handed
+        if state.tls is None:
+            # Over TLS the loop holds the TLS state: a duplicate descriptor would carry only
+            # ciphertext, so libraries that take the socket over cannot be served here.
+            environ["gunicorn.socket"] = handed
         future = self.worker.run_in_pool(lambda: self._run_ws_app(environ, ws, head, handed),
                                          long_lived=True)
         future.add_done_callback(lambda f: self._ws_done(f, ws))

@@ -131,8 +131,13 @@ class RequestCycle:
         state = worker.state
         head = self.head
         response = self.response
-        environ = build_environ(state.wsgi, head, InputStream(self.body.pull), peer=protocol.peer,
-                                local=protocol.local, is_unix=protocol.is_unix)
+        try:
+            environ = build_environ(state.wsgi, head, InputStream(self.body.pull),
+                                    peer=protocol.peer, local=protocol.local,
+                                    is_unix=protocol.is_unix)
+        except ProtocolError as exc:  # contradictory scheme headers, a refused header name
+            log.info("bad request from %s: %s", protocol.peer_text(), exc)
+            return False, error_response(exc.status, exc.detail)
         started = time.monotonic()
         hooks = state.wsgi.hooks  # None unless a request hook or StatsD is set
         try:

@@ -24,10 +24,11 @@ import sys
 import time
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
+from .. import spew, tls
 from ..config import ServerConfig
 from ..heartbeat import STOP_RESTART, Heartbeat
 from ..hooks import EXIT_BOOT_ERROR, HookFailed, ServerHooks
-from ..loader import load_app, prepare_import_path
+from ..loader import app_name, load_wsgi_app, prepare_import_path
 from ..logs import AccessLog, reopen_error_log
 from ..proctitle import set_title
 from ..reloader import start_reloader
@@ -37,6 +38,8 @@ from ..wsgi import WSGIContext
 from .pump import ServingState
 
 if TYPE_CHECKING:
+    import ssl
+
     from ..arbiter import Arbiter
 
 log = logging.getLogger("appserver.worker")
@@ -86,6 +89,7 @@ class Worker:
         self.master: Arbiter | None = None
         self._exiting = False
         self._fault_stream: IO[str] = sys.stderr
+        self.tls_context: ssl.SSLContext | None = None
 
     # ---- boot -----------------------------------------------------------------------------
 
@@ -95,15 +99,19 @@ class Worker:
         try:
             self.patch()
             self._install_signals()
+            # After the patching (green SSLContext), before giving up root (the key file).
+            self.tls_context = self._tls_context()
             # As gunicorn: after post_fork (which ran as the master's user), before the app.
             self.config.worker_identity.assume()
+            if self.config.spew:
+                spew.install()
             if self.app is None:
                 try:
                     prepare_import_path(self.config)
-                    assert self.config.wsgi_app is not None
-                    self.app = load_app(self.config.wsgi_app)
+                    self.app = load_wsgi_app(self.config)
                 except BaseException:
-                    log.exception("worker %d failed to load the app %s", self.pid, self.config.wsgi_app)
+                    log.exception("worker %d failed to load the app %s", self.pid,
+                                  app_name(self.config))
                     self.exit(EXIT_APP_LOAD_ERROR)
             refusal = self.unsupported_for(self.app)
             if refusal:
@@ -113,9 +121,15 @@ class Worker:
                 self.config, self.app, AccessLog(self.config),
                 WSGIContext(multithread=self.multithread, multiprocess=self.config.workers > 1,
                             trusted_ips=self.config.forwarded_allow_ips,
-                            forwarded_hops=self.config.forwarded_hops),
+                            forwarded_hops=self.config.forwarded_hops,
+                            scheme_headers=self.config.secure_scheme_headers,
+                            forwarder_headers=self.config.forwarder_headers,
+                            header_map=self.config.header_map),
                 self.heartbeat.beat, keep_alive=self.uses_keep_alive,
                 max_requests=self.max_requests)
+            if self.tls_context is not None:
+                self.state.tls = self.tls_context
+                self.state.wsgi.scheme = "https"
             if self.config.reload:
                 start_reloader(self.ppid, extra=self.config.reload_extra_files)
             if self.holds_connections:
@@ -154,6 +168,16 @@ class Worker:
             sys.stderr.flush()
             logging.shutdown()
             os._exit(code)
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """This worker's TLS context (None without TLS); the master checked the settings, so a
+        failure here is rare (a file changed since): the worker cannot boot."""
+        try:
+            return tls.build_context(self.config, self.hooks)
+        except Exception as exc:
+            log.error("worker %d cannot set up TLS: %s", self.pid, exc,
+                      exc_info=not isinstance(exc, tls.TLSError))
+            self.exit(EXIT_BOOT_ERROR)
 
     def unsupported_for(self, app: Any) -> str:
         """Why this class cannot serve ``app`` with these settings ("" when it can): checked

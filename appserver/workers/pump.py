@@ -25,7 +25,7 @@ import select
 import socket
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import ServerConfig
 from ..forwarded import AllowList
@@ -35,6 +35,7 @@ from ..http.proxyheader import Mode as ProxyMode
 from ..http.proxyheader import ProxyHeaderReader
 from ..http.response import CONTINUE, ResponseError, error_response
 from ..logs import AccessLog
+from ..tls import is_tls, wrap
 from ..websocket.blocking import Registry
 from ..websocket.handshake import is_websocket_request
 from ..wsgi import (
@@ -47,8 +48,12 @@ from ..wsgi import (
     closing,
     write_body,
 )
+from . import tlsio
 from .linger import DRAIN_LIMIT, can_keep_alive
 from .linger import linger as lingering_close
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger("appserver.worker")
 
@@ -75,8 +80,11 @@ _POLLIN = select.POLLIN
 
 def has_data(sock: socket.socket) -> bool:
     """Bytes (or EOF) wait unread.  Not ``recv(MSG_PEEK | MSG_DONTWAIT)``: on a socket with a
-    timeout CPython polls *before* the call, so that would wait for the whole timeout."""
+    timeout CPython polls *before* the call, so that would wait for the whole timeout.  A TLS
+    socket may hold decrypted bytes the kernel no longer sees (``pending()``)."""
     try:
+        if is_tls(sock) and sock.pending():  # type: ignore[attr-defined]
+            return True
         poller = _poll()
         poller.register(sock, _POLLIN)
         return bool(poller.poll(0))
@@ -112,6 +120,7 @@ class ServingState:
         self.parser_limits = dict(
             max_request_line=config.max_request_line, max_fields=config.max_fields,
             max_field_size=config.max_field_size, max_body=config.limit_request_body)
+        self.tls: ssl.SSLContext | None = None  # set by the worker when the listeners speak TLS
         self.proxy_protocol: ProxyMode = config.proxy_protocol
         self.proxy_allow = AllowList(config.proxy_allow_ips)
 
@@ -155,12 +164,18 @@ class Connection:
         self._body_done = True
         self._body_read = 0
         self._proxy = state.proxy_header_reader(self.peer, is_unix)
+        self.tls = state.tls is not None
+        self._handshake_due = self.tls  # wrapped and shaken on the first handle()
         sock.settimeout(state.io_timeout)
 
     # ---- the request loop -------------------------------------------------------------------
 
     def handle(self) -> str:
         try:
+            if self._handshake_due:
+                waiting = self._handshake()
+                if waiting is not None:
+                    return waiting
             while True:
                 event = self._next_head()
                 if event is None:
@@ -173,7 +188,9 @@ class Connection:
                     return self._close(linger=self._client_may_send())
                 self.head_deadline = time.monotonic() + self.state.header_timeout
                 self.idle_since = time.monotonic()
-                if self.nonblocking_head and not self.parser.has_pending_event():
+                if self.nonblocking_head and not self.parser.has_pending_event() \
+                        and not (self.tls and self.sock.pending()):  # type: ignore[attr-defined]
+                    # (Decrypted bytes held by TLS would never wake the caller's epoll.)
                     return IDLE  # the caller watches the socket; blocking mode reads on here
         except ProtocolError as exc:
             log.info("bad request from %s: %s", self._peer_text(), exc)
@@ -204,7 +221,9 @@ class Connection:
                     # os.read, not sock.recv: with a timeout set, CPython would poll for up to
                     # the timeout before reading, holding this thread on an idle connection.
                     # (A socket with a timeout is non-blocking underneath, so this never waits.)
-                    data = os.read(self.sock.fileno(), RECV_SIZE)
+                    data = (tlsio.recv_nowait(self.sock, RECV_SIZE,  # type: ignore[arg-type]
+                                              self.state.io_timeout) if self.tls
+                            else os.read(self.sock.fileno(), RECV_SIZE))
                 except BlockingIOError:
                     return PARTIAL if parser.in_message or not self.served else IDLE
             else:
@@ -236,6 +255,25 @@ class Connection:
             if self._proxy is not None:
                 data = self._after_proxy_header(data)
             parser.feed(data)
+
+    # ---- TLS ----------------------------------------------------------------------------------
+
+    def _handshake(self) -> str | None:
+        """Wrap the socket and advance the TLS handshake (see :mod:`.tlsio`): None once done,
+        PARTIAL while the client has more to send, CLOSED when it failed."""
+        state = self.state
+        assert state.tls is not None
+        if not is_tls(self.sock):
+            self.sock = wrap(state.tls, self.sock, state.config)
+        try:
+            if not tlsio.handshake(self.sock, nonblocking=self.nonblocking_head,  # type: ignore[arg-type]
+                                   deadline=self.head_deadline, io_timeout=state.io_timeout):
+                return PARTIAL
+        except tlsio.HandshakeFailed as exc:
+            log.log(exc.level, "TLS handshake with %s %s", self._peer_text(), exc)
+            return self._close()
+        self._handshake_due = False
+        return None
 
     def _after_proxy_header(self, data: bytes) -> bytes:
         """What of ``data`` follows the connection's PROXY header (b"" while it is incomplete);

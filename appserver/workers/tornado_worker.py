@@ -55,13 +55,14 @@ class TornadoWorker(AsyncioWorker):
         app.settings["log_function"] = self._log_request
         # Not Tornado's xheaders (every peer, X-Real-Ip, one hop only): the WSGI environ's rule,
         # per peer and hop (appserver.forwarded).
-        trust = ForwardedTrust(config.forwarded_allow_ips, config.forwarded_hops)
+        trust = ForwardedTrust(config.forwarded_allow_ips, config.forwarded_hops,
+                               config.secure_scheme_headers)
         server = HTTPServer(
             ForwardedHeaders(app, trust), xheaders=False,
             idle_connection_timeout=config.keep_alive or None,
             no_keep_alive=config.keep_alive == 0, max_header_size=config.max_field_size *
             min(config.max_fields, 64), max_body_size=config.limit_request_body or None,
-            body_timeout=config.header_timeout)
+            body_timeout=config.header_timeout, ssl_options=self.state.tls)
         for listener in self.listeners:
             listener.sock.setblocking(False)
         server.add_sockets([listener.sock for listener in self.listeners])

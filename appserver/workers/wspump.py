@@ -88,13 +88,17 @@ def serve_websocket(conn: Connection, head: RequestHead) -> bool:
         # returns, the server closes only its own, and a library thread still using the socket
         # (simple-websocket's reader sends the reply to the client's close after the app's
         # receive() has already returned) is not cut off mid-handshake.
-        handed = HandedOverSocket(conn.sock.dup, trailing)
+        # Over TLS there is no second descriptor to give (the TLS state lives in this socket
+        # object): the library gets the connection's own socket.
+        handed = HandedOverSocket((lambda: conn.sock) if conn.tls else conn.sock.dup, trailing)
         environ["gunicorn.socket"] = handed
         hijacked = False
         try:
             hijacked = _run_app(conn, head, environ, ws)
         finally:
-            if hijacked:
+            if hijacked and conn.tls:
+                conn.closed = True  # the library's socket: closed with its last reference
+            elif hijacked:
                 # Close our descriptor now, without the lingering close's shutdown and reads:
                 # they would end the library's connection and steal its bytes.  The library
                 # closes its own (or it is closed with the last reference to it).

@@ -51,6 +51,17 @@ def test_an_untrusted_client_cannot_forge(stack: Stack) -> None:
     assert ask(stack, UNTRUSTED, forged) == (UNTRUSTED, "http")
 
 
+@pytest.mark.parametrize("source", [UNTRUSTED, TRUSTED])
+def test_no_client_sends_the_other_scheme_headers(stack: Stack, source: str) -> None:
+    """gunicorn's X-Forwarded-Ssl and X-Forwarded-Protocol (secure_scheme_headers) are the
+    server's to believe from nginx: nginx never passes a client's."""
+    host, port = stack.url.removeprefix("http://").rsplit(":", 1)
+    env = environ_seen(host, int(port), source=source, path="/environ",
+                       headers={"X-Forwarded-Ssl": "on", "X-Forwarded-Protocol": "ssl"})
+    assert "HTTP_X_FORWARDED_SSL" not in env and "HTTP_X_FORWARDED_PROTOCOL" not in env
+    assert env["wsgi.url_scheme"] == "http"
+
+
 def test_the_trusted_proxy_is_believed_for_its_hops_only(stack: Stack) -> None:
     # The trusted proxy appended 203.0.113.7; with two hops the proxy before it appended
     # 198.51.100.2.  6.6.6.6 is what the client sent: never believed.

@@ -61,7 +61,7 @@ def test_our_flags_include_gunicorns(name: str) -> None:
     assert set(theirs) <= set(flags)
 
 
-@pytest.mark.parametrize("name", [n for n in HOOK_NAMES if n != "ssl_context"])
+@pytest.mark.parametrize("name", HOOK_NAMES)
 def test_hook_arities_are_gunicorns(name: str) -> None:
     """A hook with the arity we accept passes gunicorn's own validator."""
     extra = ServerConfig.model_fields[name].json_schema_extra

@@ -142,7 +142,7 @@ def test_appserver_cmd_args_over_gunicorn_cmd_args(tmp_path: Path) -> None:
     ("worker = 3\n", ["worker is not a setting", "did you mean 'workers'"]),
     ("WORKERS = 3\n", ["WORKERS is not a setting", "did you mean 'workers'"]),
     ("def post_forks(server, worker):\n    pass\n", ["did you mean 'post_fork'"]),
-    ("daemon = False\n", ["daemon = False is ignored", "gunicorn's default"]),
+    ("http_protocols = 'h1'\n", ["http_protocols = 'h1' is ignored", "gunicorn's default"]),
 ])
 def test_python_config_warnings(tmp_path: Path, text: str, pieces: list[str]) -> None:
     """gunicorn ignores these without a word (a deliberate difference: we warn)."""
@@ -166,17 +166,17 @@ def test_private_names_are_left_alone(tmp_path: Path, text: str) -> None:
 
 
 @pytest.mark.parametrize(("args", "env", "text", "pieces"), [
-    ([], {}, "tmp_upload_dir = \"/tmp\"\n", ["tmp_upload_dir is not supported yet"]),
-    (["--certfile", "cert.pem"], {}, "",
-     ["command line --certfile: certfile is not supported yet"]),
-    ([], {"GUNICORN_CMD_ARGS": "-D"}, "",
-     ["environment GUNICORN_CMD_ARGS --daemon: daemon is not supported yet"]),
+    ([], {}, "http_protocols = \"h2\"\n", ["http_protocols is not supported yet"]),
+    (["--http-protocols", "h2"], {}, "",
+     ["command line --http-protocols: http_protocols is not supported yet"]),
+    ([], {"GUNICORN_CMD_ARGS": "--http-protocols h2"}, "",
+     ["environment GUNICORN_CMD_ARGS --http-protocols: http_protocols is not supported yet"]),
     ([], {"GUNICORN_CMD_ARGS": "--bogus"}, "", ["GUNICORN_CMD_ARGS: unrecognized arguments"]),
     ([], {"GUNICORN_CMD_ARGS": "--bind 'unterminated"}, "", ["cannot split it"]),
     ([], {}, "workers = 'many'\n", ["gunicorn.conf.py: workers = 'many'"]),
     ([], {}, "raise RuntimeError('boom')\n", ["executing the config file failed", "boom"]),
     ([], {}, "def post_fork(server):\n    pass\n", ["hook post_fork takes 2"]),
-    ([], {}, "def ssl_context(conf, factory):\n    pass\n", ["ssl_context", "not supported"]),
+    ([], {}, "def ssl_context(conf):\n    pass\n", ["hook ssl_context takes 2"]),
     (["-c", "python:no_such_module"], {}, "", ["importing the config module failed"]),
     (["-c", "missing.py"], {}, "", ["missing.py: config file not found"]),
 ])
