@@ -4,8 +4,10 @@ without the caller's configuration, and a runner for gunicorn 27 itself (the ref
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,4 +47,24 @@ def appserver_run(*args: str, cwd: Path, env: dict[str, str] | None = None,
                           env=environ, capture_output=True, text=True, timeout=timeout)
 
 
-__all__ += ["Gunicorn", "appserver_run", "next_run_dir", "wait_for"]
+@pytest.fixture
+def udp() -> Iterator[socket.socket]:
+    """A UDP socket on loopback that a server under test sends datagrams to (StatsD, syslog)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    yield sock
+    sock.close()
+
+
+def datagrams(sock: socket.socket, quiet: float = 0.5) -> list[str]:
+    """The datagrams received until ``quiet`` seconds pass without one."""
+    out = []
+    sock.settimeout(quiet)
+    try:
+        while True:
+            out.append(sock.recv(65536).decode())
+    except TimeoutError:
+        return out
+
+
+__all__ += ["Gunicorn", "appserver_run", "datagrams", "next_run_dir", "udp", "wait_for"]

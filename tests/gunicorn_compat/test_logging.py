@@ -18,13 +18,13 @@ import re
 import signal
 import socket
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from ..server.harness import Launcher, Server, free_port, listening, wait_for
-from .conftest import Gunicorn, appserver_run, next_run_dir
+from .conftest import Gunicorn, appserver_run, datagrams, next_run_dir
 
 APP = '''
 def app(environ, start_response):
@@ -227,24 +227,6 @@ def test_a_logging_config_under_the_asyncio_class(launcher: Launcher) -> None:
 
 
 # ---- syslog ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def udp() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    yield sock
-    sock.close()
-
-
-def datagrams(sock: socket.socket, quiet: float = 0.5) -> list[str]:
-    out = []
-    sock.settimeout(quiet)
-    try:
-        while True:
-            out.append(sock.recv(65536).decode())
-    except TimeoutError:
-        return out
 
 
 SYSLOG_ACCESS = re.compile(r'<158>gunicorn\.web\.access: \[\d+\] 127\.0\.0\.1 - - \[[^]]+\] '

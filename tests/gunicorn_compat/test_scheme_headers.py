@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 
 from appserver.forwarded import ForwardedTrust, SchemeConflict
-from appserver.http import ProtocolError, RequestHead, RequestParser
+from appserver.http import ProtocolError
 from appserver.wsgi import InputStream, WSGIContext, build_environ
 
 from ..server.harness import Gunicorn, Launcher, Server, free_port, listening, wait_for
+from ..test_wsgi import parse_head
 
 TRUSTED, UNTRUSTED = "127.0.0.1", "127.0.0.2"
 APPS = Path(__file__).resolve().parents[1] / "server"
@@ -89,12 +90,6 @@ def test_a_custom_mapping_replaces_the_default() -> None:
     assert scheme([("X-FORWARDED-PROTO", "https")], {}) is None
 
 
-def parse_head(raw: bytes) -> RequestHead:
-    parser = RequestParser()
-    parser.feed(raw)
-    head = parser.next_event()
-    assert isinstance(head, RequestHead)
-    return head
 
 
 def environ_for(target: str, *headers: str, peer: str = TRUSTED, **context: Any) -> dict[str, Any]:

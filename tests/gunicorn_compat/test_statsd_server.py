@@ -8,33 +8,12 @@ import re
 import signal
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from ..server.harness import HERE, Gunicorn, Launcher, free_port, listening, wait_for
+from .conftest import datagrams
 
 APP = "apps:hello"
-
-
-@pytest.fixture
-def receiver() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    yield sock
-    sock.close()
-
-
-def collect(sock: socket.socket, quiet: float = 0.5) -> list[str]:
-    """Datagrams until ``quiet`` seconds pass without one."""
-    out = []
-    sock.settimeout(quiet)
-    try:
-        while True:
-            out.append(sock.recv(65536).decode())
-    except TimeoutError:
-        return out
 
 
 def shape(datagrams: list[str]) -> collections.Counter[str]:
@@ -57,15 +36,15 @@ FLAGS = ["--statsd-prefix", "web", "--dogstatsd-tags", "env:test"]
 
 
 def test_request_and_worker_metrics_match_gunicorn(launcher: Launcher, gunicorn: Gunicorn,
-                                                   receiver: socket.socket, workdir: Path) -> None:
-    target = f"127.0.0.1:{receiver.getsockname()[1]}"
+                                                   udp: socket.socket, workdir: Path) -> None:
+    target = f"127.0.0.1:{udp.getsockname()[1]}"
     ours = launcher.start("-k", "sync", "--statsd-host", target, *FLAGS, bind="tcp", workers=2,
                           app=APP)
     assert ours.port is not None
     drive(ours.port)
     ours.signal(signal.SIGTERM)
     ours.wait_exit(20)
-    mine = collect(receiver)
+    mine = datagrams(udp)
 
     port = free_port()
     proc = gunicorn.start("-w", "2", "-b", f"127.0.0.1:{port}", "--statsd-host", target, *FLAGS,
@@ -75,7 +54,7 @@ def test_request_and_worker_metrics_match_gunicorn(launcher: Launcher, gunicorn:
     time.sleep(1)  # both workers booted
     drive(port)
     assert gunicorn.stop(proc, 20) == 0
-    theirs = collect(receiver)
+    theirs = datagrams(udp)
 
     requests = {d for d in shape(mine) if not d.startswith("web.gunicorn.workers")}
     assert requests == {d for d in shape(theirs) if not d.startswith("web.gunicorn.workers")}
