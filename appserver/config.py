@@ -61,17 +61,13 @@ GUNICORN_WORKER_CLASSES = {
     "gunicorn.workers.geventlet.EventletWorker": "eventlet",
     "gunicorn.workers.gtornado.TornadoWorker": "tornado",
 }
+# Names other servers use for their ASGI workers: ours is the asyncio class with interface
+# "asgi" (gunicorn 27's ``-k asgi``; uvicorn's worker is in countless Dockerfiles).
+ASGI_WORKER_CLASSES = ("asgi", "gunicorn.workers.gasgi.ASGIWorker", "uvicorn.workers.UvicornWorker",
+                       "uvicorn.workers.UvicornH11Worker", "uvicorn_worker.UvicornWorker")
 # Classes other servers ship for gunicorn, and what to use here instead.
-FOREIGN_WORKER_CLASSES = {
-    "asgi": "gunicorn's ASGI worker: ASGI apps are not served yet; a WSGI app runs on asyncio",
-    "gunicorn.workers.gasgi.ASGIWorker": "gunicorn's ASGI worker: ASGI apps are not served yet",
-    "uvicorn.workers.UvicornWorker": "uvicorn's worker serves ASGI apps, which are not served "
-    "yet; for a WSGI app choose asyncio (uvloop) or gthread",
-    "uvicorn.workers.UvicornH11Worker": "uvicorn's worker serves ASGI apps, which are not served "
-    "yet; for a WSGI app choose asyncio or gthread",
-    "uvicorn_worker.UvicornWorker": "uvicorn's worker serves ASGI apps, which are not served "
-    "yet; for a WSGI app choose asyncio (uvloop) or gthread",
-}
+FOREIGN_WORKER_CLASSES: dict[str, str] = {}
+INTERFACES = ("wsgi", "asgi")
 
 
 def worker_class_name(value: str) -> str:
@@ -79,6 +75,8 @@ def worker_class_name(value: str) -> str:
     what to use for anything else."""
     name = value.removeprefix("egg:gunicorn#")
     name = GUNICORN_WORKER_CLASSES.get(name, name)
+    if name in ASGI_WORKER_CLASSES:
+        return "asyncio"
     if name in WORKER_CLASSES:
         return name
     why = FOREIGN_WORKER_CLASSES.get(name)
@@ -347,13 +345,28 @@ class ServerConfig(BaseModel):
         "a container's CPU quota counted). Also read from WEB_CONCURRENCY.")
     worker_class: str = setting(
         "sync", cli=("-k", "--worker-class"),
-        help="Worker class: " + ", ".join(WORKER_CLASSES) + ".")
+        help="Worker class: " + ", ".join(WORKER_CLASSES) + ". 'asgi' (gunicorn 27's ASGI "
+        "worker) and uvicorn's worker classes mean asyncio with interface 'asgi'.")
+    interface: Literal["wsgi", "asgi"] = setting(
+        "wsgi", gunicorn=False, cli=("--interface",),
+        help="The app's interface: 'wsgi' (PEP 3333, every class) or 'asgi' (ASGI 3.0 HTTP and "
+        "lifespan; the asyncio class). Set by -k asgi.")
+    asgi_lifespan: Literal["auto", "on", "off"] = setting(
+        "auto", cli=("--asgi-lifespan",),
+        help="ASGI lifespan protocol: auto (run it; an app that raises on it does not support "
+        "it), on (an app that does not complete startup stops the server), off. A "
+        "lifespan.startup.failed stops the server in auto and on.")
+    root_path: str = setting(
+        "", cli=("--root-path",),
+        help="The path the app is mounted at behind a proxy, e.g. /api: the ASGI scope's "
+        "root_path (prefixed to path when the request's path lacks it) and the WSGI "
+        "SCRIPT_NAME (over the SCRIPT_NAME environment variable). Empty: none.")
     threads: int = setting(
         1, cli=("--threads",), ge=1, le=4096,
         help="Threads per worker: the gthread class's threads (sync with --threads > 1 means "
         "gthread), and the app pool of the asyncio and tornado classes (64 when left at 1).")
     asyncio_loop: Literal["auto", "asyncio", "uvloop"] = setting(
-        "auto", gunicorn=False, cli=("--loop",),
+        "auto", gunicorn="asgi_loop", cli=("--loop", "--asgi-loop"),
         help="Event loop of the asyncio and tornado classes: uvloop, asyncio, or auto (uvloop "
         "when installed).")
     worker_connections: int = setting(
@@ -772,6 +785,35 @@ class ServerConfig(BaseModel):
         if not os.path.isfile(path):
             raise ValueError(f"{path}: no such file")
         return path + sep + name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _asgi_worker_names(cls, data: Any) -> Any:
+        """``-k asgi`` and uvicorn's classes: the asyncio class serving an ASGI app."""
+        if not isinstance(data, dict) or not isinstance(data.get("worker_class"), str):
+            return data
+        name = data["worker_class"].removeprefix("egg:gunicorn#")
+        if name not in ASGI_WORKER_CLASSES:
+            return data
+        if data.get("interface", "asgi") != "asgi":
+            raise ValueError(f"worker_class {name!r} serves ASGI apps, but interface is "
+                             f"{data['interface']!r}")
+        return {**data, "worker_class": "asyncio", "interface": "asgi"}
+
+    @model_validator(mode="after")
+    def _asgi_on_asyncio(self) -> ServerConfig:
+        if self.interface == "asgi" and self.worker_class != "asyncio":
+            raise ValueError(f"interface 'asgi' needs the asyncio worker class (-k asyncio or "
+                             f"-k asgi), not {self.worker_class!r}")
+        return self
+
+    @field_validator("root_path")
+    @classmethod
+    def _mount_point(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if value and not value.startswith("/"):
+            raise ValueError("a root path starts with '/' (e.g. /api)")
+        return value
 
     @model_validator(mode="before")
     @classmethod

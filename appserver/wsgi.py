@@ -164,7 +164,7 @@ class WSGIContext:
                  forwarded_hops: int = 1, errors: IO[str] | None = None,
                  scheme_headers: Mapping[str, str] | None = None,
                  forwarder_headers: Iterable[str] = DEFAULT_FORWARDER_HEADERS,
-                 header_map: str = "drop") -> None:
+                 header_map: str = "drop", root_path: str = "") -> None:
         self.forwarded = ForwardedTrust(trusted_ips, forwarded_hops, scheme_headers,
                                         forwarder_headers)
         self.header_map = header_map
@@ -172,7 +172,8 @@ class WSGIContext:
         self.watched: dict[str, str] = {"HTTP_X_FORWARDED_FOR": "", **self.forwarded.scheme_keys}
         # pre_request/post_request (appserver.hooks); None, the usual case, costs one test.
         self.hooks: RequestHooks | None = None
-        self.script_name = os.environ.get("SCRIPT_NAME", "").rstrip("/")
+        # The mount point: --root-path, else the SCRIPT_NAME environment variable (gunicorn's).
+        self.script_name = root_path or os.environ.get("SCRIPT_NAME", "").rstrip("/")
         self.scheme = "http"  # "https" when the listeners speak TLS (appserver.tls)
         self.base: dict[str, Any] = {
             "wsgi.version": (1, 0),
@@ -352,6 +353,11 @@ class Response:
         code = check_status(status)
         if type(headers) is not list:  # noqa: E721
             raise ResponseError(f"headers must be a list, got {type(headers).__name__}")
+        return self.start(code, status, headers)
+
+    def start(self, code: int, status: str, headers: list[tuple[str, str]]
+              ) -> Callable[[bytes], None]:
+        """start_response after the status line was checked (the ASGI path has an int)."""
         kept: list[tuple[str, str]] = []
         content_length = None
         keep_alive = self.want_keep_alive

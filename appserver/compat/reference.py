@@ -35,8 +35,14 @@ DIFFERENCES: dict[str, str] = {
     "initgroups": "the workers' primary group is `group` too (gunicorn 27 keeps the master's)",
     "proc_name": "titles read `appserver: master [NAME]`; nothing is retitled without a name "
                  "(setproctitle hides /proc/PID/environ)",
-    "worker_class": "gunicorn's names of our six classes are accepted; ASGI classes (`asgi`, "
-                    "uvicorn's) are refused with what to use until ASGI apps are served",
+    "worker_class": "gunicorn's names of our classes are accepted; `asgi` and uvicorn's "
+                    "worker classes mean the asyncio class with `interface = \"asgi\"`",
+    "asgi_lifespan": "auto: an app that raises on the lifespan scope does not support it "
+                     "(as uvicorn); a startup failure stops the server, never a respawn loop",
+    "root_path": "also the WSGI SCRIPT_NAME; the ASGI path carries the root path (prefixed "
+                 "when the request's path lacks it, as uvicorn does)",
+    "asyncio_loop": "gunicorn's asgi_loop: the loop of the asyncio and tornado classes, for WSGI "
+                    "and ASGI apps alike",
     "pre_fork": _HOOK_SURVIVES,
     "child_exit": _HOOK_SURVIVES,
     "nworkers_changed": _HOOK_SURVIVES,

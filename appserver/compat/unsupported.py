@@ -19,7 +19,7 @@ from ..config import SETTING_NAMES
 _BACKLOG = "the listen-backlog metric is not supported yet (StatsD request metrics are)"
 _DIRTY = "gunicorn's dirty arbiters are not supported"
 _HTTP2 = "HTTP/2 is not supported; nginx speaks HTTP/2 to clients and HTTP/1.1 to the server"
-_ASGI = "the ASGI worker is not available yet"
+_ASGI = "not supported yet: a request task is cancelled only by the graceful timeout"
 _PARSER = "the HTTP parser's leniency switches are not supported; requests gunicorn would " \
           "need them for are refused (400)"
 _CONTROL = "gunicorn's control socket is not supported; use signals (HUP, TTIN, TTOU, USR2)"
@@ -52,7 +52,6 @@ UNSUPPORTED: dict[str, Unsupported] = {u.name: u for u in (
     _u("sendfile", ("--no-sendfile",), None,
        "sendfile cannot be switched off yet (it is used for file responses)", False),
     _u("reload_engine", ("--reload-engine",), "auto", "the reloader has one engine (polling)"),
-    _u("root_path", ("--root-path",), "", "set SCRIPT_NAME in the environment instead"),
     _u("protocol", ("--protocol",), "http", "only HTTP is served (no uwsgi protocol)"),
     _u("uwsgi_allow_ips", ("--uwsgi-allow-from",), "127.0.0.1,::1",
        "only HTTP is served (no uwsgi protocol)"),
@@ -70,8 +69,6 @@ UNSUPPORTED: dict[str, Unsupported] = {u.name: u for u in (
     _u("http2_initial_window_size", ("--http2-initial-window-size",), 65535, _HTTP2),
     _u("http2_max_frame_size", ("--http2-max-frame-size",), 16384, _HTTP2),
     _u("http2_max_header_list_size", ("--http2-max-header-list-size",), 65536, _HTTP2),
-    _u("asgi_loop", ("--asgi-loop",), "auto", _ASGI),
-    _u("asgi_lifespan", ("--asgi-lifespan",), "auto", _ASGI),
     _u("asgi_disconnect_grace_period", ("--asgi-disconnect-grace-period",), 3, _ASGI),
     _u("dirty_apps", ("--dirty-app",), [], _DIRTY),
     _u("dirty_workers", ("--dirty-workers",), 0, _DIRTY),

@@ -17,6 +17,9 @@ Design notes
   longer than ``--timeout``, the ticker stops beating too (see gthread).
 * Graceful stop: the servers stop accepting, WebSocket clients get 1001/1012, idle connections
   close, requests in flight finish within ``--graceful-timeout``.
+* ``--interface asgi`` (``-k asgi``): the same connections run each request as an ASGI task in
+  the loop instead of a pool call (:mod:`.aio_asgi`); the lifespan startup runs before the
+  worker counts as booted and the shutdown after the graceful stop (:mod:`.aio_lifespan`).
 """
 
 from __future__ import annotations
@@ -29,9 +32,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from ..asgi import ScopeBuilder
 from ..websocket import greenhub
+from .aio_asgi import ASGICycle
+from .aio_lifespan import Lifespan, LifespanFailed
 from .aio_protocol import HTTPProtocol
-from .base import Worker, log
+from .aio_request import RequestCycle
+from .base import EXIT_APP_LOAD_ERROR, Worker, log
 from .pump import IDLE_CLOSE_DURING_STOP
 
 T = TypeVar("T")
@@ -43,8 +50,33 @@ class AsyncioWorker(Worker):
     multithread = True
     holds_connections = True
 
+    cycle_class: type[RequestCycle] | type[ASGICycle] = RequestCycle
+    lifespan: Lifespan | None = None
+    lifespan_state: dict[str, Any] | None = None
+    _early_loop: asyncio.AbstractEventLoop | None = None
+
+    def before_serving(self) -> None:
+        """ASGI: the loop now, and the lifespan startup in it, before the worker is booted."""
+        if self.config.interface != "asgi":
+            return
+        self.cycle_class = ASGICycle
+        self.scopes = ScopeBuilder(self.state.wsgi)
+        self._early_loop = self._new_loop()
+        asyncio.set_event_loop(self._early_loop)
+        if self.config.asgi_lifespan == "off":
+            return
+        lifespan = Lifespan(self.app, self.config.asgi_lifespan, self.heartbeat.beat)
+        try:
+            self._early_loop.run_until_complete(lifespan.startup())
+        except LifespanFailed as exc:
+            log.error("worker %d: ASGI lifespan startup failed: %s", self.pid, exc)
+            self.exit(EXIT_APP_LOAD_ERROR)
+        if lifespan.supported:
+            self.lifespan = lifespan
+            self.lifespan_state = lifespan.state
+
     def serve(self) -> None:
-        self.loop = self._new_loop()
+        self.loop = self._early_loop or self._new_loop()
         asyncio.set_event_loop(self.loop)
         threads = self.config.threads if self.config.threads > 1 else DEFAULT_POOL
         self.pool_size = threads
@@ -60,6 +92,7 @@ class AsyncioWorker(Worker):
         self._started: dict[int, float] = {}
         try:
             self.loop.run_until_complete(self._main())
+            self._cancel_leftovers()
         finally:
             self.executor.shutdown(wait=False, cancel_futures=True)
             self.ws_executor.shutdown(wait=False, cancel_futures=True)
@@ -103,6 +136,14 @@ class AsyncioWorker(Worker):
             except TimeoutError:
                 pass
         await self._graceful_stop(servers)
+
+    def _cancel_leftovers(self) -> None:
+        """ASGI tasks still running after the graceful timeout (their connections are aborted)."""
+        tasks = [task for task in asyncio.all_tasks(self.loop) if not task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            self.loop.run_until_complete(asyncio.wait(tasks, timeout=1.0))
 
     def _retire_now(self) -> None:
         """In the loop (count_request runs there): stop accepting at once and start retiring."""
@@ -157,3 +198,5 @@ class AsyncioWorker(Worker):
                         self.pid, len(self.connections), self.config.graceful_timeout)
             for conn in list(self.connections):
                 conn.abort()
+        if self.lifespan is not None:
+            await self.lifespan.shutdown(deadline - time.monotonic())

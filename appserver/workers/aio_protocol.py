@@ -30,6 +30,7 @@ from ..websocket.blocking import HandedOverSocket
 from ..websocket.bridge import LoopWebSocket
 from ..websocket.handshake import HandshakeError, check_upgrade, is_websocket_request
 from ..wsgi import ALREADY_HANDLED, InputStream, Response, build_environ, closing, write_body
+from .aio_asgi import ASGICycle
 from .aio_request import ClientGone, RequestCycle
 from .linger import LINGER_IDLE, LINGER_TIME
 from .wspump import already_handled
@@ -54,9 +55,10 @@ class HTTPProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] | None = None
         self.proxy: ProxyHeaderReader | None = None  # an optional PROXY header still to read
-        self.cycle: RequestCycle | None = None
+        # The running request: a WSGI call in the pool or an ASGI task in the loop.
+        self.cycle: RequestCycle | ASGICycle | None = None
         self.body_complete = True
-        self.body_failed = False  # the running request's body broke HTTP (see _request_done)
+        self.body_failed = False  # the running request's body broke HTTP (see request_done)
         self.ws: LoopWebSocket | None = None
         self.upgrading = False
         self.hijacked = False
@@ -65,6 +67,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.idle_since = time.monotonic()
         self.can_write = threading.Event()
         self.can_write.set()
+        self._drain_waiters: list[asyncio.Future[None]] = []  # ASGI sends waiting to write
         self.queued = 0               # bytes handed to the loop, not yet to the transport
         self.flow_waiting = False     # an app thread waits for ``queued`` to fall
         self.reading_paused = False
@@ -112,7 +115,7 @@ class HTTPProtocol(asyncio.Protocol):
                 return
             # A request is running: an error in its body goes to the app through the body
             # (_feed_body); one in a later request is answered after this response, when
-            # next_event() raises it again (_request_done).  Writing the error now would put a
+            # next_event() raises it again (request_done).  Writing the error now would put a
             # second response on the wire, or one ahead of the answer to an earlier request.
             # (The same for a body being drained after its response: _drain_body closes.)
         if self.cycle is not None:
@@ -130,6 +133,7 @@ class HTTPProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.can_write.set()  # wake a writer: it will find the connection gone
+        self._wake_drainers()
         if self.flow_waiting:
             with self.worker.flow:
                 self.worker.flow.notify_all()
@@ -146,6 +150,22 @@ class HTTPProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.can_write.set()
+        self._wake_drainers()
+
+    def _wake_drainers(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """In the loop (ASGI sends): until the transport's buffer is below its high-water mark
+        or the connection is gone."""
+        if self.can_write.is_set() or self.closed:
+            return
+        waiter = self.loop.create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
 
     # ---- requests -----------------------------------------------------------------------------
 
@@ -172,16 +192,18 @@ class HTTPProtocol(asyncio.Protocol):
         assert isinstance(event, RequestHead)
         self._cancel_timer()
         self._head_started = False
-        if event.upgrade is not None and is_websocket_request(event):
+        if event.upgrade is not None and self.worker.cycle_class is RequestCycle \
+                and is_websocket_request(event):
+            # (ASGI WebSockets are not served yet: the app gets the request as plain HTTP.)
             self._start_websocket(event)
             return
         more = state.count_request()
         keep_alive = event.keep_alive and state.keep_alive and more
-        self.cycle = RequestCycle(self, event, keep_alive)
+        self.cycle = self.worker.cycle_class(self, event, keep_alive)
         self.body_complete = False
         self.body_failed = False
         self._feed_body()
-        self.worker.run_in_pool(self.cycle.run).add_done_callback(self._request_done)
+        self.cycle.start()  # calls request_done (in the loop) when the request is over
 
     def _feed_body(self) -> None:
         cycle = self.cycle
@@ -203,15 +225,12 @@ class HTTPProtocol(asyncio.Protocol):
                 cycle.body.finish()
                 self.body_complete = True
 
-    def _request_done(self, future: asyncio.Future[tuple[bool, bytes]]) -> None:
+    def request_done(self, keep_alive: bool, out: bytes) -> None:
+        """The running request is over: write what is left (``out``), then keep the
+        connection for the next request or close it."""
         self.cycle = None
         self.served += 1
         self.idle_since = time.monotonic()
-        try:
-            keep_alive, out = future.result()
-        except Exception:  # RequestCycle.run catches what it expects
-            log.exception("unexpected error in a request")
-            keep_alive, out = False, b""
         transport = self.transport
         if transport is None or self.closed:
             return

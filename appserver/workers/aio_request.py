@@ -14,6 +14,7 @@ Design notes
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -124,6 +125,19 @@ class RequestCycle:
             self.protocol.write_threadsafe(data)  # waits while the transport is paused
         else:
             self._out.append(data)
+
+    def start(self) -> None:
+        """Run the request in the app pool (the loop feeds its body meanwhile); the
+        connection's ``request_done`` follows in the loop."""
+        self.protocol.worker.run_in_pool(self.run).add_done_callback(self._done)
+
+    def _done(self, future: asyncio.Future[tuple[bool, bytes]]) -> None:
+        try:
+            keep_alive, out = future.result()
+        except Exception:  # run() catches what it expects
+            log.exception("unexpected error in a request")
+            keep_alive, out = False, b""
+        self.protocol.request_done(keep_alive, out)
 
     def run(self) -> tuple[bool, bytes]:
         protocol = self.protocol

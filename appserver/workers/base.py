@@ -25,6 +25,7 @@ import time
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from .. import spew, tls
+from ..asgi import app_kind_error
 from ..config import ServerConfig
 from ..heartbeat import STOP_RESTART, Heartbeat
 from ..hooks import EXIT_BOOT_ERROR, HookFailed, ServerHooks
@@ -113,7 +114,8 @@ class Worker:
                     log.exception("worker %d failed to load the app %s", self.pid,
                                   app_name(self.config))
                     self.exit(EXIT_APP_LOAD_ERROR)
-            refusal = self.unsupported_for(self.app)
+            refusal = app_kind_error(self.app, self.config.interface) or \
+                self.unsupported_for(self.app)
             if refusal:
                 log.error("worker %d cannot serve %s: %s", self.pid, self.config.wsgi_app, refusal)
                 self.exit(EXIT_APP_LOAD_ERROR)
@@ -124,7 +126,8 @@ class Worker:
                             forwarded_hops=self.config.forwarded_hops,
                             scheme_headers=self.config.secure_scheme_headers,
                             forwarder_headers=self.config.forwarder_headers,
-                            header_map=self.config.header_map),
+                            header_map=self.config.header_map,
+                            root_path=self.config.root_path),
                 self.heartbeat.beat, keep_alive=self.uses_keep_alive,
                 max_requests=self.max_requests)
             if self.tls_context is not None:
@@ -141,6 +144,7 @@ class Worker:
                 self.hooks.post_worker_init(self)
             except HookFailed:
                 self.exit(EXIT_BOOT_ERROR)
+            self.before_serving()
             self.heartbeat.mark_booted()
             set_title("worker", self.config.proc_name)
             log.info("worker %d booted (%s, generation %d)", self.pid,
@@ -183,6 +187,10 @@ class Worker:
         """Why this class cannot serve ``app`` with these settings ("" when it can): checked
         before the worker counts as booted, so the master stops with the reason."""
         return ""
+
+    def before_serving(self) -> None:
+        """Last step before the worker counts as booted (the ASGI lifespan startup); a failure
+        exits with EXIT_APP_LOAD_ERROR, which stops the master rather than respawning."""
 
     def patch(self) -> None:
         """Before anything else in the child (the app is not loaded yet): the green worker

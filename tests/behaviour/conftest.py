@@ -24,7 +24,9 @@ WORKER_CLASSES = {
     "eventlet": ["-k", "eventlet", "--worker-connections", "200"],
     "asyncio": ["-k", "asyncio", "--threads", "8"],
     "tornado": ["-k", "tornado", "--threads", "8"],
+    "asgi": ["-k", "asgi"],  # the ASGI path, with the ASGI twin of the app
 }
+APPS = {"asgi": "tests.behaviour.asgi_app:app"}
 TRANSPORTS = ["tcp", "unix"]
 
 
@@ -52,7 +54,8 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     args = [*WORKER_CLASSES[worker_class], "-w", "2", "-b", address, "--timeout", "20",
             "--graceful-timeout", "5", "--keep-alive", "2", "--header-timeout", "1.5",
             "--limit-request-body", str(256 * 1024 * 1024),
-            "--access-logfile", str(tmp / "access.log"), "tests.behaviour.app:app"]
+            "--access-logfile", str(tmp / "access.log"),
+            APPS.get(worker_class, "tests.behaviour.app:app")]
     process = AppServerProcess(args, log_path=tmp / "error.log", cwd=REPO,
                                env={"PYTHONPATH": str(REPO)})
     process.start(wait_for=[address], workers=2)

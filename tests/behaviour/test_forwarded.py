@@ -55,6 +55,7 @@ KINDS = {
     "sync": ["-k", "sync", "tests.behaviour.app:app"],
     "asyncio": ["-k", "asyncio", "--threads", "4", "tests.behaviour.app:app"],
     "tornado-app": ["-k", "tornado", "tornadoapp:application"],
+    "asgi": ["-k", "asgi", "tests.behaviour.asgi_app:app"],
 }
 
 

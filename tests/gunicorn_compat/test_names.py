@@ -29,7 +29,7 @@ def test_declared_gunicorn_names_exist_and_ours_only_are_marked() -> None:
             assert name not in GUNICORN, f"{name}: gunicorn has it; drop gunicorn=False"
         else:
             assert theirs in GUNICORN, f"{name}: gunicorn 27 has no {theirs!r}"
-    assert ALIASES == {"keepalive": "keep_alive"}
+    assert ALIASES == {"keepalive": "keep_alive", "asgi_loop": "asyncio_loop"}
 
 
 def test_the_unsupported_table_holds_no_supported_setting() -> None:
@@ -87,13 +87,27 @@ def test_gunicorn_worker_class_names_are_ours(given: str) -> None:
     assert chosen == expected
 
 
-@pytest.mark.parametrize(("given", "advice"), [
-    ("uvicorn.workers.UvicornWorker", "ASGI apps"), ("asgi", "ASGI apps"),
-    ("mypkg.MyWorker", "is not a worker class"),
+@pytest.mark.parametrize("given", [
+    "asgi", "gunicorn.workers.gasgi.ASGIWorker", "egg:gunicorn#asgi",
+    "uvicorn.workers.UvicornWorker", "uvicorn.workers.UvicornH11Worker",
+    "uvicorn_worker.UvicornWorker",
 ])
-def test_other_worker_classes_are_refused_with_advice(given: str, advice: str) -> None:
-    with pytest.raises(ValidationError, match=advice):
-        ServerConfig(worker_class=given)
+def test_asgi_worker_names_are_the_asyncio_class_serving_asgi(given: str) -> None:
+    config = ServerConfig(worker_class=given)
+    assert (config.worker_class, config.interface) == ("asyncio", "asgi")
+
+
+def test_other_worker_classes_are_refused_with_advice() -> None:
+    with pytest.raises(ValidationError, match="is not a worker class"):
+        ServerConfig(worker_class="mypkg.MyWorker")
+
+
+def test_asgi_interface_needs_the_asyncio_class() -> None:
+    with pytest.raises(ValidationError, match="needs the asyncio worker class"):
+        ServerConfig(worker_class="gthread", interface="asgi")
+    with pytest.raises(ValidationError, match="serves ASGI apps"):
+        ServerConfig(worker_class="asgi", interface="wsgi")
+    assert ServerConfig(worker_class="asyncio", interface="asgi").interface == "asgi"
 
 
 def test_log_level_in_any_case() -> None:

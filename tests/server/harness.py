@@ -374,6 +374,8 @@ class Launcher:
             argv += ["-w", str(workers)]
         errorlog = errorlog or run / "error.log"
         argv += ["--error-logfile", str(errorlog), *options]
+        if app in ("apps:hello", "apps:environ") and "asgi" in options:
+            app = app.replace(":", ":asgi_")  # -k asgi: the ASGI twin of the app
         if app:
             argv.append(app)
         token = uuid.uuid4().hex

@@ -45,6 +45,7 @@ ALL_CLASSES = WORKER_CLASSES + [
     pytest.param(["-k", "eventlet"], id="eventlet"),
     pytest.param(["-k", "asyncio", "--threads", "4"], id="asyncio"),
     pytest.param(["-k", "tornado", "--threads", "4"], id="tornado"),
+    pytest.param(["-k", "asgi"], id="asgi"),  # the ASGI path (apps:asgi_hello)
 ]
 GREEN = {"gevent", "eventlet"}
 
