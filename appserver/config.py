@@ -49,7 +49,7 @@ from .machine import default_heartbeat_dir, default_workers
 from .privileges import Identity, resolve_group, resolve_user
 
 # Worker classes known to the server; each is imported lazily by appserver.workers.
-WORKER_CLASSES = ("sync", "gthread", "gevent", "eventlet", "tornado", "asyncio")
+WORKER_CLASSES = ("sync", "gthread", "gevent", "eventlet", "tornado", "asyncio", "aiohttp")
 # gunicorn's names for its worker classes (SUPPORTED_WORKERS, the dotted paths, the "egg:"
 # form), as ours: a gunicorn command line or config keeps working unchanged.
 GUNICORN_WORKER_CLASSES = {
@@ -60,6 +60,10 @@ GUNICORN_WORKER_CLASSES = {
     "gunicorn.workers.ggevent.GeventPyWSGIWorker": "gevent",
     "gunicorn.workers.geventlet.EventletWorker": "eventlet",
     "gunicorn.workers.gtornado.TornadoWorker": "tornado",
+    # aiohttp's own classes for gunicorn: ours serves the same aiohttp.web.Application.
+    "aiohttp.GunicornWebWorker": "aiohttp", "aiohttp.worker.GunicornWebWorker": "aiohttp",
+    "aiohttp.GunicornUVLoopWebWorker": "aiohttp",
+    "aiohttp.worker.GunicornUVLoopWebWorker": "aiohttp",
 }
 # Names other servers use for their ASGI workers: ours is the asyncio class with interface
 # "asgi" (gunicorn 27's ``-k asgi``; uvicorn's worker is in countless Dockerfiles).

@@ -29,14 +29,16 @@ DIFFERENCES: dict[str, str] = {
                            "REMOTE_ADDR; gunicorn never changes REMOTE_ADDR",
     "proxy_protocol": "a v2 LOCAL header (a proxy's health check) and a v2 header for a "
                       "transport other than TCP keep the real peer (gunicorn: unset, 500); "
-                      "refused for a `tornado.web.Application`",
+                      "refused for a `tornado.web.Application` and under `-k aiohttp`",
     "statsd_host": "the `gunicorn.workers` gauge is sent when the number changes (gunicorn: "
                    "on every turn of its loop)",
     "initgroups": "the workers' primary group is `group` too (gunicorn 27 keeps the master's)",
     "proc_name": "titles read `appserver: master [NAME]`; nothing is retitled without a name "
                  "(setproctitle hides /proc/PID/environ)",
     "worker_class": "gunicorn's names of our classes are accepted; `asgi` and uvicorn's "
-                    "worker classes mean the asyncio class with `interface = \"asgi\"`",
+                    "worker classes mean the asyncio class with `interface = \"asgi\"`; "
+                    "aiohttp's `aiohttp.GunicornWebWorker` (and its uvloop variant) mean "
+                    "`aiohttp`",
     "asgi_lifespan": "auto: an app that raises on the lifespan scope does not support it "
                      "(as uvicorn); a startup failure stops the server, never a respawn loop",
     "root_path": "also the WSGI SCRIPT_NAME; the ASGI path carries the root path (prefixed "

@@ -1,7 +1,7 @@
 """Worker classes, registered by name and imported only when chosen.
 
-gevent, eventlet and tornado are optional dependencies: naming a class whose library is missing
-is a start-up error that names the package extra to install.
+gevent, eventlet, tornado and aiohttp are optional dependencies: naming a class whose library is
+missing is a start-up error that names the package extra to install.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ REGISTRY: dict[str, tuple[str, str, str | None]] = {
     "eventlet": ("appserver.workers.eventlet_worker", "EventletWorker", "eventlet"),
     "asyncio": ("appserver.workers.aio", "AsyncioWorker", None),
     "tornado": ("appserver.workers.tornado_worker", "TornadoWorker", "tornado"),
+    "aiohttp": ("appserver.workers.aiohttp_worker", "AiohttpWorker", "aiohttp"),
 }
 
 
