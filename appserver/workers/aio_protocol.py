@@ -21,6 +21,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..asgi import scope_from_environ
 from ..http.events import END_OF_MESSAGE, NEED_DATA, Body, ProtocolError, RequestHead
 from ..http.parser import RequestParser
 from ..http.proxyheader import ProxyHeaderReader
@@ -31,6 +32,7 @@ from ..websocket.bridge import LoopWebSocket
 from ..websocket.handshake import HandshakeError, check_upgrade, is_websocket_request
 from ..wsgi import ALREADY_HANDLED, InputStream, Response, build_environ, closing, write_body
 from .aio_asgi import ASGICycle
+from .aio_asgi_ws import ASGIWebSocket, websocket_scope
 from .aio_request import ClientGone, RequestCycle
 from .linger import LINGER_IDLE, LINGER_TIME
 from .wspump import already_handled
@@ -60,6 +62,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.body_complete = True
         self.body_failed = False  # the running request's body broke HTTP (see request_done)
         self.ws: LoopWebSocket | None = None
+        self.asgi_ws: ASGIWebSocket | None = None  # an ASGI WebSocket request (before and after accept)
         self.upgrading = False
         self.hijacked = False
         self.closed = False
@@ -144,6 +147,8 @@ class HTTPProtocol(asyncio.Protocol):
             self.cycle.body.finish(ClientGone("connection lost"))
         if self.ws is not None:
             self.ws.feed(None)
+        elif self.asgi_ws is not None:
+            self.asgi_ws.connection_gone()
 
     def pause_writing(self) -> None:
         self.can_write.clear()
@@ -192,9 +197,7 @@ class HTTPProtocol(asyncio.Protocol):
         assert isinstance(event, RequestHead)
         self._cancel_timer()
         self._head_started = False
-        if event.upgrade is not None and self.worker.cycle_class is RequestCycle \
-                and is_websocket_request(event):
-            # (ASGI WebSockets are not served yet: the app gets the request as plain HTTP.)
+        if event.upgrade is not None and is_websocket_request(event):
             self._start_websocket(event)
             return
         more = state.count_request()
@@ -337,7 +340,10 @@ class HTTPProtocol(asyncio.Protocol):
             self.transport.close()
             return
         try:
-            self._hand_to_app(head, key, offered)
+            if self.worker.cycle_class is RequestCycle:
+                self._hand_to_app(head, key, offered)
+            else:
+                self._hand_to_asgi(head, key, offered)
         except ProtocolError as exc:  # from the environ: contradictory scheme headers...
             registry.release(None)
             self.upgrading = False
@@ -383,6 +389,51 @@ class HTTPProtocol(asyncio.Protocol):
         future = self.worker.run_in_pool(lambda: self._run_ws_app(environ, ws, head, handed),
                                          long_lived=True)
         future.add_done_callback(lambda f: self._ws_done(f, ws))
+
+    def _hand_to_asgi(self, head: RequestHead, key: bytes, offered: list[str]) -> None:
+        """The ASGI ``websocket`` scope: the app's task in the loop (:mod:`.aio_asgi_ws`)."""
+        worker = self.worker
+        state = worker.state
+        # First: a request the environ refuses (a ProtocolError) changes nothing here.  The
+        # environ decides the client, the scheme and the dropped header names, as for HTTP.
+        environ = build_environ(state.wsgi, head, InputStream(lambda: b""), peer=self.peer,
+                                local=self.local, is_unix=self.is_unix)
+        scope = websocket_scope(scope_from_environ(environ, head, state.wsgi.header_map,
+                                                   self.local, worker.lifespan_state), offered)
+        state.count_request()
+        self.upgrading = True
+        event = self.parser.next_event()
+        assert event is END_OF_MESSAGE, event
+        trailing, self.parser.trailing = self.parser.trailing, b""
+        self._pause_reading()  # until websocket.accept
+        ws = ASGIWebSocket(self, head, key, offered, trailing,
+                           max_message_size=state.config.websocket_max_message_size)
+        self.asgi_ws = ws
+        self.loop.create_task(self._run_asgi_ws(ws, scope, environ))
+
+    async def _run_asgi_ws(self, ws: ASGIWebSocket, scope: dict[str, Any],
+                           environ: dict[str, Any]) -> None:
+        state = self.worker.state
+        started = time.monotonic()
+        try:
+            await ws.run(self.worker.app, scope)
+        finally:
+            registry = state.websockets
+            assert registry is not None
+            registry.release(ws if ws.accepted else None)
+            self.upgrading = False
+            self.asgi_ws = None
+        response = ws.response
+        state.access_log.log(environ, response.status or "-", response.headers or [],
+                             response.bytes_sent, time.monotonic() - started)
+        if self.transport is None or self.closed:
+            return
+        if ws.out:
+            self.transport.write(ws.out)
+        if ws.accepted:
+            ws.end_in_loop()  # a lingering close: the peer may still be sending
+        else:
+            self._linger()  # a denial or a 500: the client may still be sending
 
     def _ws_opened(self, ws: LoopWebSocket, trailing: bytes) -> None:
         self.ws = ws

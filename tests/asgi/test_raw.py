@@ -219,9 +219,9 @@ def test_root_path_setting(launcher: Launcher) -> None:
                                                                      "/api/scope")
 
 
-def test_websocket_upgrade_is_plain_http_for_now(server: Server) -> None:
-    """ASGI WebSockets are the next slice: the app gets the request as HTTP, and the
-    connection goes on parsing (the pipelined request after it is answered)."""
+def test_websocket_upgrade_to_an_http_only_app_is_a_500(server: Server) -> None:
+    """The upgrade becomes a ``websocket`` scope (tests/asgi/test_websocket.py); an app that
+    fails on it before accepting is answered 500 and the connection closed, as under uvicorn."""
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(5)
         sock.connect(server.unix_path)
@@ -231,7 +231,7 @@ def test_websocket_upgrade_is_plain_http_for_now(server: Server) -> None:
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
-    assert data.count(b"HTTP/1.1 200 OK") == 2 and data.endswith(b"hello")
+    assert data.startswith(b"HTTP/1.1 500 ") and data.count(b"HTTP/1.1") == 1, data
 
 
 def test_graceful_stop_finishes_a_stream_in_flight(launcher: Launcher, tmp_path: Path) -> None:
