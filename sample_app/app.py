@@ -138,8 +138,8 @@ def _params(header: str) -> dict[str, str]:
 # ---- pages ---------------------------------------------------------------------------------
 
 
-def home(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-    view = client_view(environ)
+def home_html(view: dict[str, Any]) -> str:
+    """The home page for what the app knows about the request (shared with sample_app.asgi)."""
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                    for k, v in view.items())
     page = f"""<!doctype html>
@@ -169,6 +169,11 @@ over <strong id="scheme">{html.escape(view["scheme"])}</strong>.</p>
 </body>
 </html>
 """
+    return page
+
+
+def home(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    page = home_html(client_view(environ))
     return _respond(start_response, "200 OK", page.encode(), "text/html; charset=utf-8")
 
 

@@ -149,9 +149,10 @@ def chat_socket(environ: Environ, start_response: StartResponse,
     return []
 
 
-def chat_page(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-    """``/chat``: the page; its script finds the socket's path in ``data-socket``."""
-    page = f"""<!doctype html>
+def chat_html() -> str:
+    """The chat page; its script finds the socket's path in ``data-socket`` (shared with
+    sample_app.asgi)."""
+    return f"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -180,7 +181,11 @@ pub/sub such as Redis behind the room so that every worker relays every message.
 </body>
 </html>
 """
-    body = page.encode()
+
+
+def chat_page(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """``/chat``: the page."""
+    body = chat_html().encode()
     start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
                               ("Content-Length", str(len(body))), ("Cache-Control", "no-store"),
                               ("X-Served-By", "sample_app")])

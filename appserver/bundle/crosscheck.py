@@ -55,7 +55,7 @@ def cross_check_warnings(loaded: Loaded, plans: list[Plan]) -> list[str]:
     """Settings that work only if the app does its part; each line starts with "warning: "."""
     lines: list[str] = []
     for plan in plans:
-        for line in _websocket_pings_off(loaded, plan):
+        for line in _websocket_pings_off(loaded, plan) + _asgi_threads(loaded, plan):
             if line not in lines:
                 lines.append(line)
     return lines
@@ -245,6 +245,19 @@ def _websocket_pings_off(loaded: Loaded, plan: Plan) -> list[str]:
         f"sends its own heartbeats more often, otherwise set server.websocket_ping_interval "
         f"(e.g. 20), or server.websocket_idle_timeout below {n.websocket_read_timeout} so the "
         f"server closes idle WebSockets cleanly first"]
+
+
+def _asgi_threads(loaded: Loaded, plan: Plan) -> list[str]:
+    """``threads`` sizes the pool WSGI apps run in; an ASGI app runs each request as a task in
+    the worker's event loop, so a value set for it (say, copied from a gthread setup that held
+    one thread per WebSocket) buys nothing.  A warning: it does no harm either."""
+    if plan.server.interface != "asgi" or "threads" not in loaded.explicit_server_keys:
+        return []
+    return [
+        f"warning: {loaded.path}: server.threads = {plan.server.threads} does not apply to "
+        f'app.interface = "asgi": each request and WebSocket is a task in the worker\'s event '
+        f"loop, not a thread (an app's own sync code runs in its framework's thread pool); "
+        f"remove server.threads"]
 
 
 def check_files(loaded: Loaded) -> list[str]:

@@ -19,6 +19,7 @@ from appserver.bundle.settings import (
     SecurityHeaders,
     SettingsError,
     TlsSettings,
+    interface_problems,
 )
 from appserver.config import ServerConfig
 
@@ -75,6 +76,9 @@ def validate_settings(data: dict[str, Any], path: Path) -> Loaded:
         settings = BundleSettings.model_validate(data)
     except ValidationError as exc:
         problems.extend(describe_errors(exc, data, path))
+    else:
+        problems.extend(interface_problems(settings, frozenset(settings.server.model_fields_set),
+                                           path))
     if problems:
         raise SettingsError("\n".join(problems))
     return Loaded(settings=settings, path=path.absolute())

@@ -165,6 +165,11 @@ def server_table(loaded: Loaded, *, socket_path: str, app_dir: str,
     values: dict[str, Any] = {key: setting_input(key, getattr(s.server, key)) for key in explicit}
     values["bind"] = [f"unix:{socket_path}"]
     values["wsgi_app"] = s.app.module
+    if s.app.interface == "asgi":
+        # Only the asyncio class serves ASGI (interface_problems refused any other explicitly
+        # set); a WSGI app keeps the server's default interface, unstated.
+        values["interface"] = "asgi"
+        values.setdefault("worker_class", "asyncio")
     values["chdir"] = app_dir
     values.setdefault("pythonpath", app_dir)
     values.setdefault("limit_request_line", s.nginx.header_buffer_size)

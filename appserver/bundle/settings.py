@@ -39,8 +39,12 @@ class AppSettings(BaseModel):
     model_config = Strict
 
     module: str = Field(
-        description="the WSGI app as MODULE:CALLABLE (or MODULE:factory()), importable from "
+        description="the app as MODULE:CALLABLE (or MODULE:factory()), importable from "
         "app.directory; required")
+    interface: Literal["wsgi", "asgi"] = Field(
+        "wsgi", description='the app\'s interface: "wsgi" (PEP 3333) or "asgi" (ASGI 3.0: '
+        "Starlette, FastAPI, Django's ASGI handler, Quart); asgi runs on the asyncio worker "
+        "class, which the bundle then chooses")
     directory: str = Field(
         ".", description="directory holding the app, relative to the settings file and inside the "
         "project (the server changes into it and puts it on sys.path)")
@@ -351,7 +355,7 @@ class BundleSettings(BaseModel):
 
     server: ServerConfig = Field(default_factory=ServerConfig,
                                  description="the app server's settings")
-    app: AppSettings = Field(description="the WSGI app to serve; required")
+    app: AppSettings = Field(description="the app to serve; required")
     nginx: NginxSettings = NginxSettings.model_validate({})
     compose: ComposeSettings = ComposeSettings.model_validate({})
 
@@ -361,5 +365,26 @@ COMPUTED_SERVER_KEYS = {
     "bind": "the bundle binds the unix socket on the shared volume",
     "wsgi_app": "set app.module instead",
     "chdir": "set app.directory instead",
+    "interface": "set app.interface instead",
     "pidfile": "the bundle runs the server in the foreground and tracks its PID itself",
 }
+
+
+def interface_problems(settings: BundleSettings, explicit_server_keys: frozenset[str],
+                       path: object) -> list[str]:
+    """``app.interface`` against the worker class: ASGI apps run on the asyncio class only, and
+    the worker classes named after ASGI servers (``asgi``, uvicorn's) serve ASGI apps only."""
+    app, server = settings.app, settings.server
+    if "worker_class" not in explicit_server_keys:
+        return []  # derived from app.interface
+    if app.interface == "asgi" and server.worker_class != "asyncio":
+        return [f'{path}: server.worker_class = "{server.worker_class}" cannot serve app.interface '
+                f'= "asgi": ASGI apps run on the asyncio worker class; set server.worker_class = '
+                f'"asyncio" (or remove it: app.interface = "asgi" chooses asyncio), or set '
+                f'app.interface = "wsgi" for a WSGI app']
+    if app.interface == "wsgi" and server.interface == "asgi":
+        return [f"{path}: server.worker_class names an ASGI worker (it means asyncio with "
+                f'interface "asgi"), but app.interface = "wsgi": set app.interface = "asgi" '
+                f'(and server.worker_class = "asyncio", or remove it), or choose a WSGI '
+                f"worker class such as gthread"]
+    return []

@@ -358,3 +358,98 @@ def test_no_warning_without_websocket_locations(project: Project) -> None:
         data["nginx"]["websocket_locations"] = []
 
     assert warnings(project("maximal.toml", edit)) == []
+
+
+# ---- app.interface ---------------------------------------------------------------------------
+
+
+def asgi(data: dict[str, Any]) -> None:
+    """maximal.toml for an ASGI app: the worker class and threads left to the bundle."""
+    data["app"]["interface"] = "asgi"
+    for key in ("worker_class", "threads", "websocket_max_connections"):
+        data["server"].pop(key, None)
+
+
+def test_asgi_runs_on_the_asyncio_class(project: Project) -> None:
+    loaded = project("maximal.toml", asgi)
+    assert problems(loaded) == [] and warnings(loaded) == []
+    for plan in (P.docker_plan(loaded), P.local_plan(loaded, loaded.directory / "run")):
+        assert (plan.server.worker_class, plan.server.interface) == ("asyncio", "asgi")
+        assert plan.server_table["worker_class"] == "asyncio"
+        assert plan.server_table["interface"] == "asgi"
+    config = render_docker(loaded)[P.SERVER_CONFIG]
+    assert 'worker_class = "asyncio"\n' in config and 'interface = "asgi"\n' in config
+
+
+def test_a_wsgi_app_states_no_interface(project: Project) -> None:
+    config = render_docker(project("maximal.toml"))[P.SERVER_CONFIG]
+    assert "interface" not in config and 'worker_class = "gthread"' in config
+
+
+@pytest.mark.parametrize("worker_class", ["gthread", "sync", "gevent", "tornado"])
+def test_asgi_with_another_worker_class_is_an_error(project: Project, worker_class: str) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        asgi(data)
+        data["server"]["worker_class"] = worker_class
+
+    with pytest.raises(SettingsError) as info:
+        project("maximal.toml", edit)
+    [message] = str(info.value).splitlines()
+    assert message.endswith(
+        f'server.worker_class = "{worker_class}" cannot serve app.interface = "asgi": ASGI apps '
+        f'run on the asyncio worker class; set server.worker_class = "asyncio" (or remove it: '
+        f'app.interface = "asgi" chooses asyncio), or set app.interface = "wsgi" for a WSGI app')
+
+
+@pytest.mark.parametrize("worker_class", ["asyncio", "asgi", "uvicorn.workers.UvicornWorker"])
+def test_asgi_with_the_asyncio_class_or_an_asgi_name(project: Project, worker_class: str) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        asgi(data)
+        data["server"]["worker_class"] = worker_class
+
+    loaded = project("maximal.toml", edit)
+    assert problems(loaded) == []
+    assert P.docker_plan(loaded).server_table["worker_class"] == "asyncio"
+
+
+def test_an_asgi_worker_name_for_a_wsgi_app_is_an_error(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"]["worker_class"] = "uvicorn.workers.UvicornWorker"
+
+    with pytest.raises(SettingsError) as info:
+        project("maximal.toml", edit)
+    assert 'server.worker_class names an ASGI worker (it means asyncio with interface "asgi"), ' \
+        'but app.interface = "wsgi": set app.interface = "asgi"' in str(info.value)
+
+
+def test_server_interface_is_computed_from_the_app(project: Project) -> None:
+    with pytest.raises(SettingsError) as info:
+        project("maximal.toml", lambda d: d["server"].update(interface="asgi"))
+    assert "server.interface = 'asgi': not allowed here; set app.interface instead" \
+        in str(info.value)
+
+
+def test_asgi_is_checked_against_nginx_as_wsgi_is(project: Project) -> None:
+    """The timeouts, limits and WebSocket pings do not depend on the interface."""
+    def edit(data: dict[str, Any]) -> None:
+        asgi(data)
+        data["nginx"]["websocket_read_timeout"] = 29  # ping interval 25, margin 5
+        data["nginx"]["proxy_read_timeout"] = 30  # server.timeout 60
+
+    found = problems(project("maximal.toml", edit))
+    assert len(found) == 2, found
+    assert "nginx.proxy_read_timeout = 30 is below server.timeout = 60" in found[0]
+    assert "nginx.websocket_read_timeout = 29 does not exceed server.websocket_ping_interval" \
+        in found[1]
+
+
+def test_threads_for_an_asgi_app_are_a_warning(project: Project) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        asgi(data)
+        data["server"]["threads"] = 32
+
+    loaded = project("maximal.toml", edit)
+    assert problems(loaded) == []
+    [warning] = warnings(loaded)
+    assert warning.startswith(f'warning: {loaded.path}: server.threads = 32 does not apply to '
+                              f'app.interface = "asgi"')

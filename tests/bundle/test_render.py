@@ -360,3 +360,10 @@ def test_compose_file_contents(project: Project) -> None:
     dockerfile = render_docker(project("maximal.toml"))[P.APP_DOCKERFILE]
     assert "pip install --no-cache-dir appserver -r requirements.txt" in dockerfile
     assert "USER app" in dockerfile
+
+
+def test_committed_asgi_files_are_fresh(capsys: pytest.CaptureFixture[str]) -> None:
+    """deploy/asgi/ is settings.asgi.toml rendered (the sample app's ASGI twin in compose)."""
+    assert run_command("render", "--check", "--settings", str(REPO / "settings.asgi.toml"),
+                       "--out", str(REPO / "deploy" / "asgi")) == 0
+    assert "up to date: 5 files generated from settings.asgi.toml" in capsys.readouterr().out

@@ -112,12 +112,12 @@ def test_server_values_are_validated_by_the_server_model() -> None:
 
 def test_missing_app_table() -> None:
     message = error_for({"nginx": {}})
-    assert f"{FILE}: app: missing (allowed: the WSGI app to serve; required)" in message
+    assert f"{FILE}: app: missing (allowed: the app to serve; required)" in message
 
 
 def test_missing_app_module() -> None:
     message = error_for({"app": {"directory": "."}})
-    assert f"{FILE}: app.module: missing (allowed: the WSGI app as MODULE:CALLABLE" in message
+    assert f"{FILE}: app.module: missing (allowed: the app as MODULE:CALLABLE" in message
 
 
 def test_bad_app_module_uses_the_servers_rule() -> None:

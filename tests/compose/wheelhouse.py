@@ -29,11 +29,17 @@ def platforms(machine: str) -> list[str]:
                                                           "manylinux1")]
 
 
+# Extras that a settings file's app.packages may install (settings.asgi.toml: ".[asgi]").
+IMAGE_EXTRAS = ("asgi",)
+
+
 def requirements(pyproject: Path = REPO / "pyproject.toml") -> list[str]:
-    """The project's dependencies, its build requirements, and wheel."""
+    """The project's dependencies, those of IMAGE_EXTRAS, its build requirements, and wheel."""
     data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     build = data.get("build-system", {}).get("requires", [])
-    return sorted({*data["project"].get("dependencies", []), *build, "wheel"})
+    extras = data["project"].get("optional-dependencies", {})
+    wanted = [req for extra in IMAGE_EXTRAS for req in extras.get(extra, [])]
+    return sorted({*data["project"].get("dependencies", []), *wanted, *build, "wheel"})
 
 
 def ensure_wheelhouse(directory: Path = REPO / "wheelhouse", python: str = sys.executable,
