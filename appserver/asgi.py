@@ -168,8 +168,13 @@ def start_response(response: Response, message: Message) -> None:
     if type(status) is not int or not 100 <= status <= 999:  # noqa: E721
         raise ResponseError(f"invalid status {status!r} in http.response.start")
     raw: Iterable[Any] = message.get("headers") or ()
+    try:
+        items = iter(raw)
+    except TypeError:
+        raise ResponseError(f"http.response.start: headers must be an iterable of (name, value) "
+                            f"pairs, got {type(raw).__name__}") from None
     headers: list[tuple[str, str]] = []
-    for item in raw:
+    for item in items:
         try:
             name, value = item
             headers.append((name.decode("latin-1"), value.decode("latin-1")))

@@ -59,7 +59,7 @@ def describe_exit(pid: int, status: int, *, aborted_by_master: bool, killed_by_m
         return ExitVerdict(Reason.STOPPED, f"worker {pid} exited", "info")
     if code == EXIT_APP_LOAD_ERROR:
         return ExitVerdict(Reason.APP_LOAD_ERROR,
-                           f"worker {pid} failed to load the app (see its traceback above)", "error")
+                           f"worker {pid} failed to load or start the app (its error is above)", "error")
     if code == EXIT_BOOT_ERROR:
         return ExitVerdict(Reason.BOOT_ERROR,
                            f"worker {pid} failed to boot: its post_fork or post_worker_init "

@@ -68,7 +68,7 @@ def test_clean_exit() -> None:
 def test_app_load_error() -> None:
     reason, level, message = verdict(exited(EXIT_APP_LOAD_ERROR))
     assert (reason, level) == (Reason.APP_LOAD_ERROR, "error")
-    assert "load the app" in message
+    assert "failed to load or start the app" in message
 
 
 @pytest.mark.parametrize("code", [1, 2, 5, 255])

@@ -110,6 +110,7 @@ def test_app_kinds() -> None:
     {"type": "http.response.start", "status": 200, "headers": [(b"x", b"a\r\nb: c")]},
     {"type": "http.response.start", "status": 200, "headers": [(b"bad name", b"v")]},
     {"type": "http.response.start", "status": 200, "headers": [(b"x",)]},
+    {"type": "http.response.start", "status": 200, "headers": 1},  # not iterable (was TypeError)
 ])
 def test_bad_response_starts_are_errors(message: dict[str, Any]) -> None:
     with pytest.raises(ResponseError):

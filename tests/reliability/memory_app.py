@@ -11,6 +11,12 @@ under test as ``tests.reliability.memory_app:application``.
   ``MEMORY_APP_DIR`` names (``server.raw_env``).
 
 The client checksums the same :func:`pattern` to know the value to expect.
+
+``asgi_application`` is its ASGI twin (``-k asgi``): the upload read with ``receive()`` (the
+server's back-pressure on the request body), the download sent as one ``http.response.body``
+message with ``more_body`` per chunk (``send()``'s flow control).  ASGI has no
+``wsgi.file_wrapper`` and the server does not implement the ``http.response.pathsend`` extension
+yet, so ``/download-file`` reads the file in chunks and sends them the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +25,10 @@ import hashlib
 import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 from urllib.parse import parse_qs
+
+from tests.reliability.apps import Receive, Send, lifespan
 
 StartResponse = Callable[..., object]
 
@@ -102,3 +111,49 @@ def application(environ: dict[str, object], start_response: StartResponse) -> It
         return [answer]
     start_response("404 Not Found", [("Content-Length", "0")])
     return []
+
+
+async def _start(send: Send, status: int, content_type: bytes, length: int) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type),
+                            (b"content-length", str(length).encode())]})
+
+
+async def asgi_application(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        return await lifespan(receive, send)
+    path = scope["path"]
+    if path == "/upload":
+        crc = 0
+        length = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ConnectionError("the client went away during the upload")
+            chunk = message.get("body", b"")
+            crc = zlib.crc32(chunk, crc)
+            length += len(chunk)
+            if not message.get("more_body"):
+                break
+        answer = f"{crc:08x} {length}\n".encode()
+        await _start(send, 200, b"text/plain", len(answer))
+        await send({"type": "http.response.body", "body": answer})
+    elif path in ("/download", "/download-file"):
+        size = int(parse_qs(scope["query_string"].decode("latin-1")).get("size", ["0"])[0])
+        await _start(send, 200, b"application/octet-stream", size)
+        if path == "/download":
+            for piece in pattern(size):
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+        else:
+            directory = os.environ.get("MEMORY_APP_DIR") or "/tmp"
+            with open(pattern_file(directory, size), "rb") as fh:
+                while piece := fh.read(CHUNK):
+                    await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/pid":
+        answer = f"{os.getpid()}\n".encode()
+        await _start(send, 200, b"text/plain", len(answer))
+        await send({"type": "http.response.body", "body": answer})
+    else:
+        await _start(send, 404, b"text/plain", 0)
+        await send({"type": "http.response.body", "body": b""})

@@ -10,6 +10,11 @@ subprocess with a unique token in its environment, and checks:
 * no socket file or pid file was created: every ``serve`` case also binds a good unix socket
   (``ok.sock``) and asks for a pid file, so a start that fails half-way shows up here.
 
+The ``serve`` cases run with the default (WSGI) class and, when ``asgi`` is among the selected
+classes (``RELIABILITY_WORKER_CLASSES``), again on ``-k asgi`` with the ASGI twin of the app
+(rows marked "(-k asgi)"); three cases belong to the ASGI interface alone: a lifespan startup
+that fails, and an app of the wrong interface either way.
+
 Each outcome is a row of the "environment" table of docs/reliability.md.
 """
 
@@ -32,6 +37,7 @@ from pathlib import Path
 import pytest
 
 from appserver.bundle.tools import NGINX_INSTALL_HINT
+from tests.reliability.common import app_for, selected_classes
 from tests.reliability.report import Recorder
 from tests.server.harness import TOKEN_VAR, Launcher, signal_pid, token_pids
 
@@ -83,8 +89,27 @@ def run_command(argv: list[str], cwd: Path, *, prefix: list[str] | None = None,
     return Run(proc.returncode, out, err, seconds, left)
 
 
-def serve(*args: str) -> list[str]:
-    return [sys.executable, "-m", "appserver", "serve", "-w", "2", *args, "fault_apps:app"]
+# The interfaces the serve cases run on: the default class (WSGI), and -k asgi when selected.
+KINDS = ["wsgi", *(["asgi"] if "asgi" in selected_classes() else [])]
+needs_asgi = pytest.mark.skipif("asgi" not in KINDS,
+                                reason="asgi is not in RELIABILITY_WORKER_CLASSES")
+
+
+def serve(*args: str, kind: str = "wsgi", app: str = "fault_apps:app") -> list[str]:
+    """``appserver serve`` for ``app`` (on ``-k asgi``, its ASGI twin)."""
+    if kind == "asgi":
+        args = ("-k", "asgi", *args)
+        app = app_for("asgi", app)
+    return [sys.executable, "-m", "appserver", "serve", "-w", "2", *args, app]
+
+
+def label(fault: str, kind: str) -> str:
+    return fault if kind == "wsgi" else f"{fault} (-k asgi)"
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
@@ -126,8 +151,11 @@ def check_failed_start(run: Run, workdir: Path, before: set[str], *messages: str
 
 def error_line(run: Run, workdir: Path) -> str:
     lines = [line for line in run.stderr.splitlines() if line.strip()]
-    text = next((line for line in lines if "cannot start" in line or "not found" in line),
+    text = next((line for line in lines
+                 if re.search(r"cannot start|not found|cannot serve|startup failed", line)),
                 lines[0] if lines else "")
+    text = re.sub(r"^\[[^\]]*\] \[\d+\] \[\w+\] ", "", text)  # a log line's date/pid/level
+    text = re.sub(r"\bworker \d+", "worker N", text)
     return text.replace(str(workdir), "$TMP")
 
 
@@ -142,7 +170,7 @@ def record(reliability: Recorder, fault: str, run: Run, workdir: Path, left: str
 @needs_permissions
 @pytest.mark.parametrize("option", ["--error-logfile", "--access-logfile", "--pid"])
 def test_unwritable_path(workdir: Path, readonly: Path, reliability: Recorder,
-                         option: str) -> None:
+                         option: str, kind: str) -> None:
     bad = readonly / "server.file"
     options = [option, str(bad)]
     if option != "--pid":
@@ -150,45 +178,47 @@ def test_unwritable_path(workdir: Path, readonly: Path, reliability: Recorder,
     if option == "--access-logfile":  # the error log is fine: the check must not leave it behind
         options += ["--error-logfile", str(workdir / "error.log")]
     before = entries(workdir)
-    run = run_command(serve("-b", f"unix:{workdir}/ok.sock", *options), workdir,
+    run = run_command(serve("-b", f"unix:{workdir}/ok.sock", *options, kind=kind), workdir,
                       prefix=AS_PLAIN_USER)
     what = "cannot write the pid file" if option == "--pid" else "cannot open for writing"
     left = check_failed_start(run, workdir, before, "appserver: cannot start:",
                               f"{option} {bad}: {what}: Permission denied",
                               "or choose another path")
-    kind = {"--pid": "pid file", "--error-logfile": "error log",
+    what_file = {"--pid": "pid file", "--error-logfile": "error log",
             "--access-logfile": "access log"}[option]
-    record(reliability, f"unwritable {kind} path ({option})", run, workdir, left)
+    record(reliability, label(f"unwritable {what_file} path ({option})", kind), run, workdir,
+           left)
 
 
-def test_missing_socket_directory(workdir: Path, reliability: Recorder) -> None:
+def test_missing_socket_directory(workdir: Path, reliability: Recorder, kind: str) -> None:
     missing = workdir / "no-such-dir"
     before = entries(workdir)
     run = run_command(serve("-b", f"unix:{workdir}/ok.sock", "-b", f"unix:{missing}/app.sock",
-                            "--pid", str(workdir / "app.pid")), workdir)
+                            "--pid", str(workdir / "app.pid"), kind=kind), workdir)
     left = check_failed_start(run, workdir, before, f"unix:{missing}/app.sock: directory "
                               f"{missing} does not exist", f"mkdir -p {missing}")
-    record(reliability, "missing socket directory (second of two binds)", run, workdir, left)
+    record(reliability, label("missing socket directory (second of two binds)", kind), run,
+           workdir, left)
 
 
-def test_port_in_use(workdir: Path, reliability: Recorder) -> None:
+def test_port_in_use(workdir: Path, reliability: Recorder, kind: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         before = entries(workdir)
         run = run_command(serve("-b", f"unix:{workdir}/ok.sock", "-b", f"127.0.0.1:{port}",
-                                "--pid", str(workdir / "app.pid")), workdir)
+                                "--pid", str(workdir / "app.pid"), kind=kind), workdir)
         left = check_failed_start(run, workdir, before,
                                   f"127.0.0.1:{port}: address already in use",
                                   "or bind another port")
         with socket.create_connection(("127.0.0.1", port), timeout=2):
             pass  # the port's owner still listens
     run.stderr = run.stderr.replace(f":{port}", ":PORT")
-    record(reliability, "TCP port in use", run, workdir, left)
+    record(reliability, label("TCP port in use", kind), run, workdir, left)
 
 
-def test_socket_path_of_a_live_server(workdir: Path, reliability: Recorder) -> None:
+def test_socket_path_of_a_live_server(workdir: Path, reliability: Recorder, kind: str) -> None:
     launcher = Launcher(workdir / "live")
     (workdir / "live").mkdir()
     try:
@@ -198,7 +228,7 @@ def test_socket_path_of_a_live_server(workdir: Path, reliability: Recorder) -> N
         inode = os.stat(live.unix_path).st_ino
         before = entries(workdir)
         run = run_command(serve("-b", f"unix:{workdir}/ok.sock", "-b", f"unix:{live.unix_path}",
-                                "--pid", str(workdir / "app.pid")), workdir)
+                                "--pid", str(workdir / "app.pid"), kind=kind), workdir)
         harmed = []
         if os.stat(live.unix_path).st_ino != inode:
             harmed.append("the live server's socket file was replaced")
@@ -211,7 +241,47 @@ def test_socket_path_of_a_live_server(workdir: Path, reliability: Recorder) -> N
         assert live.proc.poll() is None
     finally:
         launcher.close()
-    record(reliability, "unix socket path of a live server", run, workdir, left)
+    record(reliability, label("unix socket path of a live server", kind), run, workdir, left)
+
+
+# ---- the ASGI interface's own start-up faults -------------------------------------------------
+
+
+@needs_asgi
+def test_asgi_lifespan_startup_failed(workdir: Path, reliability: Recorder) -> None:
+    before = entries(workdir)
+    run = run_command([sys.executable, "-m", "appserver", "serve", "-w", "2", "-k", "asgi",
+                       "-b", f"unix:{workdir}/ok.sock", "--pid", str(workdir / "app.pid"),
+                       "fault_apps:asgi_startup_fails"], workdir)
+    assert run.status == 4, f"exit status {run.status}\n{run.stderr}"  # the app-load status
+    left = check_failed_start(run, workdir, before, "ASGI lifespan startup failed: fault: the "
+                              "database at db:5432 refused the connection",
+                              "the app failed to load; stopping")
+    # The master stops instead of respawning workers that fail the same way, in a loop.
+    assert run.stderr.count("lifespan startup failed") <= 2, run.stderr
+    record(reliability, "ASGI lifespan startup fails (-k asgi)", run, workdir, left)
+
+
+WRONG_INTERFACE = {
+    # case: (options, app, what the error must say)
+    "WSGI app on -k asgi": (["-k", "asgi"], "fault_apps:app", "looks like a WSGI app"),
+    "ASGI app on a WSGI class (-k gthread)": (["-k", "gthread"], "fault_apps:asgi_app",
+                                              "is an ASGI app (an async callable): serve it "
+                                              "with -k asgi"),
+}
+
+
+@needs_asgi
+@pytest.mark.parametrize("case", list(WRONG_INTERFACE))
+def test_app_of_the_wrong_interface(workdir: Path, reliability: Recorder, case: str) -> None:
+    options, app, message = WRONG_INTERFACE[case]
+    before = entries(workdir)
+    run = run_command([sys.executable, "-m", "appserver", "serve", "-w", "2", *options,
+                       "-b", f"unix:{workdir}/ok.sock", "--pid", str(workdir / "app.pid"), app],
+                      workdir)
+    assert run.status == 4, f"exit status {run.status}\n{run.stderr}"
+    left = check_failed_start(run, workdir, before, message, "the app failed to load; stopping")
+    record(reliability, case, run, workdir, left)
 
 
 # ---- appserver up -----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Faults under load, through real nginx: reloads, upgrades and killed workers.
 
 For every worker class, one stack (nginx from the bundle's rendered config, the app server on its
-unix socket, ``tests.reliability.apps:checksum`` as the app) takes continuous load from a small
+unix socket, ``tests.reliability.apps:checksum`` as the app, ``asgi_checksum`` on ``-k asgi``) takes continuous load from a small
 bounded generator (:class:`Traffic`: keep-alive clients on nginx's TCP port, half GETs and half
 POSTs of random bodies) while the master is signalled or its workers are killed:
 
@@ -51,7 +51,7 @@ import pytest
 from appserver.bundle.tools import find_nginx
 from appserver.config import ServerConfig
 from appserver.testing.stack import Stack, Stopped, start_stack
-from tests.reliability.common import WORKER_CLASSES, selected_classes
+from tests.reliability.common import app_for, bundle_tables, selected_classes
 from tests.reliability.report import Recorder
 from tests.server.harness import (
     BOOTED,
@@ -82,12 +82,9 @@ GRACEFUL_TIMEOUT = 5
 
 def server_settings(name: str, record_dir: Path) -> dict[str, Any]:
     """The class's CLI options (common.WORKER_CLASSES) as the bundle's [server] table."""
-    options = WORKER_CLASSES[name]
-    table: dict[str, Any] = {}
-    for flag, value in zip(options[::2], options[1::2], strict=True):
-        key = "worker_class" if flag == "-k" else flag.removeprefix("--").replace("-", "_")
-        assert key in ServerConfig.model_fields, f"{flag}: not a server setting"
-        table[key] = int(value) if value.isdigit() else value
+    table = bundle_tables(name)["server"]
+    for key in table:
+        assert key in ServerConfig.model_fields, f"{key}: not a server setting"
     table.update(workers=WORKERS, timeout=10, graceful_timeout=GRACEFUL_TIMEOUT,
                  raw_env=[f"RELIABILITY_RECORD_DIR={record_dir}"])
     return table
@@ -308,8 +305,9 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     base = tmp_path_factory.mktemp(f"load-{name}", numbered=True)
     record_dir = base / "records"
     record_dir.mkdir()
-    stack = start_stack(APP, directory=REPO, run_dir=base / "stack",
-                        settings={"server": server_settings(name, record_dir),
+    stack = start_stack(app_for(name, APP), directory=REPO, run_dir=base / "stack",
+                        settings={"app": bundle_tables(name)["app"],
+                                  "server": server_settings(name, record_dir),
                                   "nginx": {"websocket_locations": []}})
     current = Run(name, stack, record_dir, stack.pids["server"])
     try:

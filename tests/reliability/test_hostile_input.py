@@ -41,11 +41,12 @@ import pytest
 from appserver.bundle.localstack import LocalStack, StackError
 from appserver.testing.server import children_of, free_port
 from appserver.testing.stack import Stack, load_stack_settings
-from tests.reliability.common import WORKER_CLASSES, selected_classes
+from tests.reliability.common import WORKER_CLASSES, app_for, bundle_tables, selected_classes
 from tests.reliability.report import Recorder
 
 REPO = Path(__file__).resolve().parents[2]
 APP = "tests.behaviour.app:app"  # /hello answers 200, /echo reads the whole body; others 404
+# (-k asgi serves its twin, tests.behaviour.asgi_app:app: common.app_for)
 WORKERS = 2
 
 # The limits the stack runs with: nginx's large_client_header_buffers is 4 x 8k and the server's
@@ -342,7 +343,9 @@ class Running:
 
 
 def _start(worker_class: str, run: Path) -> Running:
-    loaded = load_stack_settings(APP, settings=STACK_SETTINGS, directory=REPO)
+    settings = {**STACK_SETTINGS, "app": bundle_tables(worker_class)["app"]}
+    loaded = load_stack_settings(app_for(worker_class, APP), settings=settings,
+                                 directory=REPO)
     for attempt in range(3):  # a free port can be taken by another process before it is bound
         tcp = f"127.0.0.1:{free_port()}"
         local = _DualStack(loaded, run, port=free_port(), tls_port=free_port(),

@@ -35,7 +35,7 @@ import pytest
 
 from appserver.bundle.tools import find_nginx
 from appserver.testing.stack import Stack, start_stack
-from tests.reliability.common import WORKER_CLASSES, selected_classes
+from tests.reliability.common import app_for, bundle_tables, selected_classes
 from tests.reliability.memory_app import BLOCK, pattern, pattern_digest, pattern_file
 from tests.reliability.report import Recorder
 from tests.server.harness import alive, children
@@ -68,15 +68,10 @@ def expected_digest(size: int) -> str:
 
 def settings_for(kind: str) -> dict[str, dict[str, Any]]:
     """The stack settings of a worker class: its options from common.WORKER_CLASSES, one worker."""
-    server: dict[str, object] = {"workers": 1}
-    args = WORKER_CLASSES[kind]
-    options = dict(zip(args[::2], args[1::2], strict=True))
-    names = {"-k": "worker_class", "--threads": "threads",
-             "--worker-connections": "worker_connections"}
-    for flag, value in options.items():
-        server[names[flag]] = value if flag == "-k" else int(value)
+    tables = bundle_tables(kind)
     return {
-        "server": server,
+        "app": tables["app"],
+        "server": {**tables["server"], "workers": 1},
         "nginx": {"client_max_body_size": "2g", "unbuffered_locations": ["/upload", "/download"],
                   "access_log": False},
     }
@@ -215,7 +210,7 @@ def test_large_transfers_keep_the_worker_rss_flat(kind: str, tmp_path: Path, pat
     settings = settings_for(kind)
     settings["server"]["raw_env"] = [f"MEMORY_APP_DIR={pattern_dir}"]
     failures: list[tuple[str, str]] = []
-    with start_stack(APP, directory=REPO, settings=settings, run_dir=tmp_path / "run",
+    with start_stack(app_for(kind, APP), directory=REPO, settings=settings, run_dir=tmp_path / "run",
                      timeout=60) as stack:
         workers = workers_of(stack.pids["server"])
         assert len(workers) == 1, workers

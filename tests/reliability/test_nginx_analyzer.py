@@ -58,6 +58,10 @@ def _minimal(tmp: Path) -> Loaded:
     return load_settings(make_project(tmp, {"app": {"module": "myapp:application"}}))
 
 
+def _minimal_asgi(tmp: Path) -> Loaded:
+    return load_settings(make_project(tmp, {"app": {"module": "myapp:app", "interface": "asgi"}}))
+
+
 def _repository(tmp: Path) -> Loaded:
     return load_settings(REPO / "settings.toml")
 
@@ -68,6 +72,7 @@ def _from_data(name: str) -> Callable[[Path], Loaded]:
 
 SETTINGS: dict[str, Callable[[Path], Loaded]] = {
     "minimal (app.module only)": _minimal,
+    "minimal ASGI (app.interface = \"asgi\")": _minimal_asgi,
     "settings.toml (committed nginx/nginx.conf)": _repository,
     "bare.toml (every option off)": _from_data("bare.toml"),
     "maximal.toml (every option on)": _from_data("maximal.toml"),

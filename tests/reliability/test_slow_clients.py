@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from appserver.testing import AppServerProcess, free_port
-from tests.reliability.common import WORKER_CLASSES, selected_classes
+from tests.reliability.common import WORKER_CLASSES, app_for, selected_classes
 from tests.reliability.report import Recorder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -227,7 +227,7 @@ def test_tricklers_are_dropped_while_normal_clients_are_served(
     unix = f"unix:{workdir / 'app.sock'}"
     args = [*WORKER_CLASSES[name], "-w", "2", "-b", tcp, "-b", unix,
             "--header-timeout", str(HEADER_TIMEOUT), "--timeout", "30", "--graceful-timeout", "5",
-            "tests.behaviour.app:app"]
+            app_for(name, "tests.behaviour.app:app")]
     server = AppServerProcess(args, log_path=workdir / "error.log", cwd=REPO,
                               env={"PYTHONPATH": str(REPO)})
     server.start(wait_for=[tcp, unix], workers=2, timeout=30)
