@@ -1,5 +1,6 @@
-"""The benchmark's apps: one plain WSGI callable per scenario (and one ASGI app for uvicorn
-in the WebSocket benchmark), no framework, no routing.
+"""The benchmark's apps: one plain WSGI callable per scenario and its ASGI twin (for the
+``asgi`` class: ours, uvicorn, granian, gunicorn ``-k asgi``), plus the WebSocket echoes; no
+framework, no routing.
 
 Each cell of the benchmark starts a server with exactly one of these callables, so the number
 measured is the server's cost, not a router's.  They ignore the path: nginx forwards whatever wrk
@@ -8,8 +9,9 @@ asks for.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 StartResponse = Callable[..., Any]
@@ -74,6 +76,87 @@ def post_echo(environ: Environ, start_response: StartResponse) -> Iterable[bytes
 
 
 # ---------------------------------------------------------------------------------------------
+# ASGI twins of the scenarios above, for the ``asgi`` class.  Same bodies and headers; each
+# answers the lifespan protocol (startup and shutdown complete at once), so every server runs
+# with its default lifespan setting and none logs a lifespan failure.
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_HELLO_START = {"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"),
+                            (b"content-length", str(len(HELLO_BODY)).encode())]}
+_HELLO_BODY_EVENT = {"type": "http.response.body", "body": HELLO_BODY}
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        event = await receive()
+        if event["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif event["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def asgi_hello(scope: Scope, receive: Receive, send: Send) -> None:
+    """Hello world over ASGI: the server's per-request overhead."""
+    if scope["type"] == "http":
+        # Fresh dicts per request: a server may keep or mutate what it is sent.
+        await send(dict(_HELLO_START))
+        await send(dict(_HELLO_BODY_EVENT))
+    elif scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+
+
+async def asgi_sleep50(scope: Scope, receive: Receive, send: Send) -> None:
+    """50 ms of awaiting, then a tiny body (ideal: concurrency / 0.05 s)."""
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    await asyncio.sleep(SLEEP_SECONDS)
+    body = b"slept 50 ms\n"
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def asgi_onemeg(scope: Scope, receive: Receive, send: Send) -> None:
+    """1 MiB with a Content-Length in 16 body events of 64 KiB (``more_body``)."""
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream"),
+                            (b"content-length", str(ONE_MIB).encode())]})
+    chunks = ONE_MIB // len(_CHUNK)
+    for i in range(chunks):
+        await send({"type": "http.response.body", "body": _CHUNK, "more_body": i < chunks - 1})
+
+
+async def asgi_post_echo(scope: Scope, receive: Receive, send: Send) -> None:
+    """Read the whole request body (``more_body``) and answer with its length."""
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    total = 0
+    while True:
+        event = await receive()
+        if event["type"] != "http.request":
+            return  # http.disconnect
+        total += len(event.get("body", b""))
+        if not event.get("more_body", False):
+            break
+    body = f"{total}\n".encode("ascii")
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+# ---------------------------------------------------------------------------------------------
 # WebSocket echo (bench/ws.py).  Any path; a request that is not an upgrade gets hello world, so
 # the same readiness check through nginx works for every server.
 
@@ -92,7 +175,10 @@ def ws_echo(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
 
 async def asgi_ws_echo(scope: dict[str, Any], receive: Callable[..., Any],
                        send: Callable[..., Any]) -> None:
-    """The same echo as an ASGI app, for uvicorn (run with ``--lifespan off``)."""
+    """The same echo as an ASGI app, for uvicorn, granian, gunicorn and ours ``-k asgi``."""
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
     if scope["type"] == "http":
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/plain"),

@@ -4,6 +4,11 @@ Everything selectable by name lives in one of three registries here, so that add
 class (gevent, eventlet, tornado, asyncio) or a scenario is one line and needs no change to the
 runner.  A *cell* is one (scenario, worker class, implementation) triple: one server started with
 one app and measured by wrk through nginx.
+
+The ``asgi`` class is the one class with more than two implementations: ours (``-k asgi``),
+uvicorn, granian and gunicorn 27 (``-k asgi``) all run the scenario's ASGI twin from apps.py.
+Ratios against gunicorn stay in the table's columns; the report adds ours against each of the
+other peers (see ``report.peer_ratios``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from pathlib import Path
 
 OURS = "ours"
 GUNICORN = "gunicorn"
+UVICORN = "uvicorn"
+GRANIAN = "granian"
 
 DEFAULT_COMMANDS: dict[str, str] = {
     OURS: "{python} -m appserver serve -w {workers} -k {worker_class} {threads_opt} "
@@ -28,8 +35,24 @@ DEFAULT_COMMANDS: dict[str, str] = {
     # the run's temp dir that a gunicorn the user runs elsewhere would collide with.
     GUNICORN: "{python} -m gunicorn -w {workers} -k {worker_class} {threads_opt} "
               "-b unix:{socket} --keep-alive {keep_alive} --no-control-socket {app}",
+    # ASGI-only peers (they ignore {worker_class}).  uvicorn as its docs recommend for speed:
+    # uvloop and httptools; its supervisor binds the socket and forks the workers.
+    UVICORN: "{python} -m uvicorn --workers {workers} --uds {socket} --loop uvloop "
+             "--http httptools --timeout-keep-alive {keep_alive} --no-access-log "
+             "--log-level warning {app}",
+    # granian: HTTP/1 only (nginx speaks 1.1 upstream), WebSockets off for the HTTP scenarios,
+    # uvloop like the others, one runtime thread per worker (its default).  It has no keep-alive
+    # timeout setting for HTTP/1: idle connections stay open until nginx closes them.
+    GRANIAN: "{python} -m granian --interface asgi --workers {workers} --uds {socket} "
+             "--loop uvloop --http 1 --no-ws --log-level warning {app}",
 }
-IMPLEMENTATIONS = (OURS, GUNICORN)  # the order rows are printed in
+IMPLEMENTATIONS = (OURS, UVICORN, GRANIAN, GUNICORN)  # the order rows are printed in
+# Modules an implementation needs, checked before anything starts.
+IMPLEMENTATION_NEEDS: dict[str, tuple[str, ...]] = {
+    GUNICORN: ("gunicorn",),
+    UVICORN: ("uvicorn", "uvloop", "httptools"),
+    GRANIAN: ("granian", "uvloop"),
+}
 
 
 @dataclass(frozen=True)
@@ -46,10 +69,16 @@ class ServerClass:
     threads: int = 1
     gunicorn: str | None = None
     needs: tuple[str, ...] = ()
+    interface: str = "wsgi"        # which of a scenario's apps the class runs
+    peers: tuple[str, ...] = ()    # other implementations that serve this class (ASGI servers)
 
     def kclass(self, impl: str) -> str | None:
         """The ``-k`` value for ``impl``, or None if that implementation lacks the class."""
-        return self.name if impl == OURS else self.gunicorn
+        if impl == OURS:
+            return self.name
+        if impl == GUNICORN:
+            return self.gunicorn
+        return self.name if impl in self.peers else None
 
 
 SERVER_CLASSES: dict[str, ServerClass] = {c.name: c for c in (
@@ -61,6 +90,9 @@ SERVER_CLASSES: dict[str, ServerClass] = {c.name: c for c in (
     ServerClass("eventlet", gunicorn=None, needs=("eventlet",)),
     ServerClass("tornado", gunicorn="tornado", needs=("tornado",)),
     ServerClass("asyncio", gunicorn=None),
+    # ASGI: ours is `-k asgi` (the asyncio class with --interface asgi), gunicorn 27 has a
+    # class of the same name, and uvicorn and granian are ASGI servers of their own.
+    ServerClass("asgi", gunicorn="asgi", interface="asgi", peers=(UVICORN, GRANIAN)),
 )}
 DEFAULT_SERVER_CLASSES = ("sync", "gthread")
 
@@ -82,6 +114,14 @@ class Scenario:
     lua: str | None = None    # a script in bench/lua/ that shapes the requests
     method: str = "GET"       # for the smoke check made before measuring
     expect_body: bytes | None = None  # the exact body the smoke check must see, when known
+    asgi_app: str = ""        # the same workload as an ASGI app, for the asgi class
+
+    def app_for(self, interface: str) -> str:
+        if interface == "asgi":
+            if not self.asgi_app:
+                raise ValueError(f"scenario {self.name!r} has no ASGI app")
+            return self.asgi_app
+        return self.app
 
     def request_body(self) -> bytes | None:
         return b"x" * POST_BODY_BYTES if self.method == "POST" else None
@@ -89,13 +129,16 @@ class Scenario:
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("hello", "bench.apps:hello", 64, "hello world, c=64",
-             expect_body=b"Hello, world!\n"),
+             expect_body=b"Hello, world!\n", asgi_app="bench.apps:asgi_hello"),
     Scenario("sleep50", "bench.apps:sleep50", 100,
-             "50 ms I/O-bound app, c=100 (ideal: 2,000 req/s)"),
-    Scenario("onemeg", "bench.apps:onemeg", 16, "1 MiB response, c=16"),
+             "50 ms I/O-bound app, c=100 (ideal: 2,000 req/s)",
+             asgi_app="bench.apps:asgi_sleep50"),
+    Scenario("onemeg", "bench.apps:onemeg", 16, "1 MiB response, c=16",
+             asgi_app="bench.apps:asgi_onemeg"),
     Scenario("post", "bench.apps:post_echo", 64,
              f"{POST_BODY_BYTES}-byte POSTs over upstream keep-alive, c=64",
-             lua="post.lua", method="POST", expect_body=f"{POST_BODY_BYTES}\n".encode()),
+             lua="post.lua", method="POST", expect_body=f"{POST_BODY_BYTES}\n".encode(),
+             asgi_app="bench.apps:asgi_post_echo"),
 )}
 DEFAULT_SCENARIOS = tuple(SCENARIOS)
 
@@ -120,10 +163,11 @@ class Cell:
 
 
 def build_cells(server_tokens: list[str], scenario_names: list[str]) -> list[Cell]:
-    """Expand ``--servers`` and ``--scenarios`` into cells, ours next to gunicorn.
+    """Expand ``--servers`` and ``--scenarios`` into cells, ours next to its peers.
 
-    A server token is a class name (``sync``: both implementations) or ``IMPL:CLASS``
-    (``gunicorn:sync``: that one only).  Order: scenario, then class, then implementation, so
+    A server token is a class name (``sync``: every implementation that has the class; for
+    ``asgi`` that is ours, uvicorn, granian and gunicorn) or ``IMPL:CLASS`` (``gunicorn:sync``,
+    ``uvicorn:asgi``: that one only).  Order: scenario, then class, then implementation, so
     the two sides of each comparison run back to back.
     """
     pairs: list[tuple[ServerClass, str]] = []
@@ -174,7 +218,7 @@ def server_command(template: str, cell: Cell, *, python: str, workers: int, sock
     values = {
         "python": python, "workers": str(workers), "worker_class": kclass,
         "threads": str(threads), "socket": str(socket), "keep_alive": str(keep_alive),
-        "app": cell.scenario.app,
+        "app": cell.scenario.app_for(cell.server_class.interface),
     }
     quoted = {key: shlex.quote(value) for key, value in values.items()}
     # Only classes with a thread pool get --threads, so templates work for classes whose

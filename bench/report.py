@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cpu import CpuUse
-from bench.matrix import Cell
+from bench.matrix import IMPLEMENTATIONS, OURS, Cell
 from bench.nginx import LogWindow
 from bench.wrk import WrkResult
 
@@ -92,9 +92,10 @@ class CellResult:
 
 
 def ratio(result: CellResult, results: dict[str, CellResult], *,
-          efficiency: bool = False) -> float | None:
-    """This cell's median req/s (or req/CPU-s) over gunicorn's for the same scenario and class."""
-    base = results.get(result.cell.baseline_key)
+          efficiency: bool = False, base_key: str | None = None) -> float | None:
+    """This cell's median req/s (or req/CPU-s) over gunicorn's (or ``base_key``'s) for the
+    same scenario and class."""
+    base = results.get(base_key or result.cell.baseline_key)
     if not (result.ok and base is not None and base.ok):
         return None
 
@@ -136,6 +137,42 @@ def rows(results: dict[str, CellResult]) -> list[list[str]]:
     return table
 
 
+def peer_ratios(results: dict[str, CellResult]) -> list[tuple[str, str, float | None,
+                                                              float | None]]:
+    """Ours against every peer, for classes with peers besides gunicorn (``asgi``).
+
+    Rows of (our cell key, peer, req/s ratio, req/CPU-s ratio); above 1 means ours is faster or
+    cheaper.  The gunicorn ratios repeat the table's columns, so that one block compares all.
+    """
+    found = []
+    for key, result in results.items():
+        cell = result.cell
+        if cell.impl != OURS or not cell.server_class.peers:
+            continue
+        for peer in IMPLEMENTATIONS:
+            peer_key = f"{cell.scenario.name}/{cell.server_class.name}/{peer}"
+            if peer == OURS or peer_key not in results:
+                continue
+            found.append((key, peer, ratio(result, results, base_key=peer_key),
+                          ratio(result, results, efficiency=True, base_key=peer_key)))
+    return found
+
+
+def peer_lines(results: dict[str, CellResult]) -> list[str]:
+    """The peer ratios as text: one line per (our cell, peer)."""
+    found = peer_ratios(results)
+    if not found:
+        return []
+    lines = ["ours vs each peer, same run (req/s ratio, req/cpu-s ratio; above 1: ours better):"]
+    for key, peer, r, r_cpu in found:
+        lines.append(f"  {key:<20} vs {peer:<9} req/s {_x(r):>6}   req/cpu-s {_x(r_cpu):>6}")
+    return lines
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
 def text_table(results: dict[str, CellResult]) -> str:
     table = rows(results)
     widths = [len(c) for c in _COLUMNS]
@@ -158,6 +195,9 @@ def text_table(results: dict[str, CellResult]) -> str:
             lines.append("")
         previous = row[0]
         lines.append(fmt(row))
+    peers = peer_lines(results)
+    if peers:
+        lines += [""] + peers
     found = notes(results)
     return "\n".join(lines + [""] + found if found else lines)
 
@@ -191,6 +231,11 @@ def markdown(results: dict[str, CellResult], meta: dict[str, Any]) -> str:
     for row in rows(results):
         row = row + [""] * (len(_COLUMNS) - len(row))
         out.append("| " + " | ".join(v.replace("|", "\\|") for v in row) + " |")
+    peers = peer_ratios(results)
+    if peers:
+        out += ["", "## Ours vs each peer (same run; above 1: ours better)", "",
+                "| cell | peer | req/s ratio | req/cpu-s ratio |", "|---|---|---|---|"]
+        out += [f"| {key} | {peer} | {_x(r)} | {_x(r_cpu)} |" for key, peer, r, r_cpu in peers]
     found = notes(results)
     if found:
         out += [""] + [f"- {line.removeprefix('note: ')}" for line in found]
@@ -203,6 +248,9 @@ def markdown(results: dict[str, CellResult], meta: dict[str, Any]) -> str:
 
 def as_json(results: dict[str, CellResult], meta: dict[str, Any]) -> dict[str, Any]:
     cells = []
+    by_cell: dict[str, dict[str, Any]] = {}
+    for key, peer, r_peer, r_peer_cpu in peer_ratios(results):
+        by_cell.setdefault(key, {})[peer] = {"rps": r_peer, "cpu_efficiency": r_peer_cpu}
     for key, result in results.items():
         r = ratio(result, results)
         cells.append({
@@ -227,6 +275,7 @@ def as_json(results: dict[str, CellResult], meta: dict[str, Any]) -> dict[str, A
             "max_other_cores": result.other_cores if result.ok else None,
             "ratio_to_gunicorn": r,
             "cpu_efficiency_ratio_to_gunicorn": ratio(result, results, efficiency=True),
+            "ratios_to_peers": by_cell.get(key),
             "runs": [{"wrk": asdict(run.wrk), "rps": run.wrk.rps,
                       "requests_per_server_cpu_s": run.requests_per_cpu_s,
                       "nginx": asdict(run.logs),

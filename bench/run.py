@@ -1,4 +1,5 @@
-"""Entry point: run our server and gunicorn behind one nginx, measure with wrk, print a table.
+"""Entry point: run our server and its peers (gunicorn; for ASGI also uvicorn and granian)
+behind one nginx, measure with wrk, print a table.
 
 Order of work, and why:
 
@@ -32,7 +33,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
-from bench import cpu, matrix, procs, report  # noqa: E402
+from bench import cpu, matrix, procs, profile, report  # noqa: E402
 from bench.nginx import NGINX, UPSTREAM_KEEPALIVE_TIMEOUT, Nginx, nginx_version  # noqa: E402
 from bench.serve import ServerError, cell_run  # noqa: E402
 from bench.wrk import WRK, WrkError, wrk_version  # noqa: E402
@@ -48,8 +49,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "keep-alive), measured with wrk. 'python -m bench ws --help': the "
                     "WebSocket benchmark.")
     parser.add_argument("--servers", default=",".join(matrix.DEFAULT_SERVER_CLASSES),
-                        help="Comma-separated worker classes (each runs ours and gunicorn) or "
-                             "IMPL:CLASS for one side only, e.g. gunicorn:sync. Known classes: "
+                        help="Comma-separated worker classes (each runs ours and gunicorn; "
+                             "'asgi' runs ours, uvicorn, granian and gunicorn on the ASGI "
+                             "apps) or IMPL:CLASS for one side only, e.g. gunicorn:sync, "
+                             "uvicorn:asgi. Known classes: "
                              f"{', '.join(matrix.SERVER_CLASSES)}. Default: %(default)s.")
     parser.add_argument("--scenarios", default=",".join(matrix.DEFAULT_SCENARIOS),
                         help=f"Comma-separated, from: {', '.join(matrix.SCENARIOS)}. "
@@ -75,11 +78,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "{threads_opt} {socket} {keep_alive} {app}. Default: %(default)r.")
     parser.add_argument("--gunicorn-cmd", default=matrix.DEFAULT_COMMANDS[matrix.GUNICORN],
                         help="Command template for gunicorn. Default: %(default)r.")
+    parser.add_argument("--uvicorn-cmd", default=matrix.DEFAULT_COMMANDS[matrix.UVICORN],
+                        help="Command template for uvicorn (asgi class). "
+                             "Default: %(default)r.")
+    parser.add_argument("--granian-cmd", default=matrix.DEFAULT_COMMANDS[matrix.GRANIAN],
+                        help="Command template for granian (asgi class). "
+                             "Default: %(default)r.")
     parser.add_argument("--start-timeout", type=float, default=30.0,
                         help="Seconds a server gets to answer its first request. "
                              "Default: %(default)s.")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
                         help="Where the JSON and markdown results go. Default: bench/results.")
+    parser.add_argument("--profile", action="store_true",
+                        help="Sample our server with py-spy during every measured run (ours "
+                             "only) and print its top functions; raw stacks go to the results "
+                             "dir. py-spy costs CPU: profile in a run of its own, its figures "
+                             "are not comparable.")
     parser.add_argument("--keep-tmp", action="store_true",
                         help="Keep the run's temp dir (nginx config and logs, server logs).")
     args = parser.parse_args(argv)
@@ -100,9 +114,10 @@ def preflight(cells: list[matrix.Cell]) -> list[str]:
                if importlib.util.find_spec(mod) is None}
     problems += [f"module {mod!r} is not installed (needed by a selected worker class)"
                  for mod in sorted(missing)]
-    if any(cell.impl == matrix.GUNICORN for cell in cells) and \
-            importlib.util.find_spec("gunicorn") is None:
-        problems.append("gunicorn is not installed")
+    impls = {cell.impl for cell in cells}
+    problems += [f"{impl} is not installed (module {mod!r})"
+                 for impl, mods in matrix.IMPLEMENTATION_NEEDS.items() if impl in impls
+                 for mod in mods if importlib.util.find_spec(mod) is None]
     return problems
 
 
@@ -117,10 +132,6 @@ def describe_commit() -> str:
 def describe(args: argparse.Namespace, commands: dict[str, str]) -> dict[str, Any]:
     """What the result depends on, saved next to the numbers."""
     commit = describe_commit()
-    try:
-        gunicorn_version = importlib.metadata.version("gunicorn")
-    except importlib.metadata.PackageNotFoundError:
-        gunicorn_version = "not installed"
     return {
         "started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "commit": commit,
@@ -129,7 +140,8 @@ def describe(args: argparse.Namespace, commands: dict[str, str]) -> dict[str, An
         "python": platform.python_version(),
         "nginx": nginx_version(),
         "wrk": wrk_version(),
-        "gunicorn": gunicorn_version,
+        **{name: _version(name) for name in ("gunicorn", "uvicorn", "granian", "uvloop",
+                                             "httptools")},
         "workers": args.workers,
         "runs": args.runs,
         "duration_s": args.duration,
@@ -140,6 +152,13 @@ def describe(args: argparse.Namespace, commands: dict[str, str]) -> dict[str, An
     }
 
 
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["ws"]:  # ``python -m bench ws ...``: the WebSocket benchmark
@@ -147,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return ws.main(argv[1:])
     args = parse_args(argv)
-    commands = {matrix.OURS: args.ours_cmd, matrix.GUNICORN: args.gunicorn_cmd}
+    commands = {matrix.OURS: args.ours_cmd, matrix.GUNICORN: args.gunicorn_cmd,
+                matrix.UVICORN: args.uvicorn_cmd, matrix.GRANIAN: args.granian_cmd}
     try:
         cells = matrix.build_cells(_split(args.servers), _split(args.scenarios))
         for template in commands.values():
@@ -156,10 +176,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
     problems = preflight(cells)
+    if args.profile and profile.available() is None:
+        problems.append("--profile needs py-spy (pip install py-spy)")
     if problems:
         print("bench: cannot run:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
-    meta = describe(args, commands)
+    used = {cell.impl for cell in cells}
+    meta = describe(args, {impl: cmd for impl, cmd in commands.items() if impl in used})
     meta["busy_cores_before_start"] = round(cpu.machine_load(1.0), 2)
     if meta["busy_cores_before_start"] > report.DISTURBED_OTHER_CORES:
         print(f"bench: warning: other processes keep {meta['busy_cores_before_start']} cores "
@@ -176,11 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         for round_no in range(1, args.runs + 1):
             for cell in cells:
                 _measure(cell, results[cell.key], nginx, args, commands, run_dir,
-                         f"[{round_no}/{args.runs}]")
+                         round_no)
         print()
         print(report.text_table(results))
         json_path, md_path = report.write_results(results, meta, args.results_dir)
         print(f"\nresults: {json_path}\n         {md_path}")
+        if args.profile:
+            _profile_summaries(cells, run_dir, json_path.with_suffix(""))
     finally:
         nginx.stop()
         procs.stop_all()
@@ -193,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _measure(cell: matrix.Cell, result: report.CellResult, nginx: Nginx,
              args: argparse.Namespace, commands: dict[str, str], run_dir: Path,
-             prefix: str) -> None:
+             round_no: int) -> None:
+    prefix = f"[{round_no}/{args.runs}]"
     if result.error is not None:
         return
     if not nginx.alive():
@@ -201,11 +227,15 @@ def _measure(cell: matrix.Cell, result: report.CellResult, nginx: Nginx,
     argv = matrix.server_command(commands[cell.impl], cell, python=sys.executable,
                                  workers=args.workers, socket=nginx.app_socket,
                                  keep_alive=args.keep_alive)
+    profile_path = None
+    if args.profile and cell.impl == matrix.OURS:
+        profile_path = _profile_path(cell, run_dir, round_no)
+        profile_path.parent.mkdir(exist_ok=True)
     started = time.monotonic()
     try:
         run = cell_run(cell, argv, nginx, cwd=REPO_ROOT, log_dir=run_dir / "logs",
                        run_dir=run_dir, duration_s=args.duration, warmup_s=args.warmup,
-                       start_timeout=args.start_timeout)
+                       start_timeout=args.start_timeout, profile_path=profile_path)
     except (ServerError, WrkError) as exc:  # this cell fails; the others go on
         result.error = str(exc)
         print(f"{prefix} {cell.key}: FAILED: {exc}", flush=True)
@@ -217,6 +247,24 @@ def _measure(cell: matrix.Cell, result: report.CellResult, nginx: Nginx,
           "req/cpu-s, "
           f"other cpu {run.cpu.other_cores:.2f}; {_stop_text(run.stop)} "
           f"({time.monotonic() - started:.1f}s)", flush=True)
+
+
+def _profile_path(cell: matrix.Cell, run_dir: Path, round_no: int) -> Path:
+    return run_dir / "profiles" / f"{cell.key.replace('/', '_')}.{round_no}.raw"
+
+
+def _profile_summaries(cells: list[matrix.Cell], run_dir: Path, stem: Path) -> None:
+    """Merge each profiled cell's runs, keep the raw stacks next to the results, print the top."""
+    for cell in cells:
+        raws = sorted((run_dir / "profiles").glob(f"{cell.key.replace('/', '_')}.*.raw"))
+        if not raws:
+            continue
+        merged = stem.with_name(f"{stem.name}-profile-{cell.key.replace('/', '_')}.raw")
+        merged.write_text("".join(raw.read_text(errors="replace") for raw in raws))
+        summary = profile.summarise(merged)
+        merged.with_suffix(".txt").write_text(summary + "\n")
+        print(f"\nprofile of {cell.key} ({len(raws)} run(s)):\n{summary}\n"
+              f"raw stacks: {merged}")
 
 
 def _stop_text(stop: report.StopResult | None) -> str:

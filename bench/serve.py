@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from bench import cpu
+from bench import cpu, profile
 from bench.matrix import Cell, Scenario
 from bench.nginx import Nginx
 from bench.procs import ManagedProcess, wait_until
@@ -47,7 +47,10 @@ def server_env(cwd: Path) -> dict[str, str]:
 
 
 def cell_run(cell: Cell, argv: list[str], nginx: Nginx, *, cwd: Path, log_dir: Path,
-             run_dir: Path, duration_s: int, warmup_s: int, start_timeout: float) -> Run:
+             run_dir: Path, duration_s: int, warmup_s: int, start_timeout: float,
+             profile_path: Path | None = None) -> Run:
+    """``profile_path``: sample the server with py-spy during the measurement, raw stacks
+    written there (see bench/profile.py)."""
     nginx.app_socket.unlink(missing_ok=True)
     log_path = log_dir / (cell.key.replace("/", "_") + ".log")
     with open(log_path, "a") as fh:
@@ -62,11 +65,20 @@ def cell_run(cell: Cell, argv: list[str], nginx: Nginx, *, cwd: Path, log_dir: P
             _drain(cell, nginx, start_timeout)
         assert nginx.proc is not None
         mark = nginx.mark()
+        spy = None
+        if profile_path is not None:
+            spy = profile.start(server.pid, duration_s, profile_path,
+                                log_dir / (cell.key.replace("/", "_") + ".py-spy.log"))
+            time.sleep(0.5)  # attaching to the master and its workers takes a moment
         cpu_start = cpu.sample(server.pid, nginx.proc.pid)
-        result = run_wrk(url, script, connections=cell.scenario.connections,
-                         duration_s=duration_s)
-        cpu_use = cpu.between(cpu_start, cpu.sample(server.pid, nginx.proc.pid),
-                              server.pid, nginx.proc.pid)
+        try:
+            result = run_wrk(url, script, connections=cell.scenario.connections,
+                             duration_s=duration_s)
+            cpu_use = cpu.between(cpu_start, cpu.sample(server.pid, nginx.proc.pid),
+                                  server.pid, nginx.proc.pid)
+        finally:
+            if spy is not None:
+                profile.finish(spy, duration_s)
         time.sleep(_LOG_SETTLE_S)
         window = nginx.window(mark)
         if not server.alive():

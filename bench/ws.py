@@ -1,4 +1,5 @@
-"""``python -m bench ws``: WebSockets, ours (each class that holds connections) vs uvicorn.
+"""``python -m bench ws``: WebSockets, ours (each class that holds connections) vs uvicorn, and
+the ASGI peers (ours ``-k asgi``, granian, gunicorn ``-k asgi``) on the same ASGI echo.
 
 Two measurements, in one run, with the same nginx and process helpers as the HTTP matrix:
 
@@ -51,28 +52,41 @@ from bench.wsclient import WsError  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-OURS, UVICORN = "ours", "uvicorn"
+OURS, UVICORN, GRANIAN, GUNICORN = "ours", "uvicorn", "granian", "gunicorn"
+WSGI_ECHO, ASGI_ECHO = "bench.apps:ws_echo", "bench.apps:asgi_ws_echo"
 DEFAULT_COMMANDS: dict[str, str] = {
     # One worker: the design brief's figures are for one process.  The same keep-alive as the
-    # HTTP matrix; WebSocket pings every 20 s (our default, and uvicorn's).
+    # HTTP matrix; WebSocket pings every 20 s (our default, and uvicorn's).  {app} is the WSGI
+    # echo for our WSGI classes, the ASGI echo for -k asgi.
     OURS: "{python} -m appserver serve -w 1 -k {worker_class} {class_opts} -b unix:{socket} "
           "--keep-alive 75 --worker-connections {connections} "
-          "--websocket-max-connections {connections} bench.apps:ws_echo",
+          "--websocket-max-connections {connections} {app}",
     # uvicorn with the websockets package, uvloop and httptools: its fastest configuration.
     # --workers 1 (the default) serves in this very process, so its PID is the worker's.
     UVICORN: "{python} -m uvicorn --uds {socket} --loop uvloop --http httptools --ws websockets "
-             "--lifespan off --no-access-log --backlog 2048 --timeout-keep-alive 75 "
-             "bench.apps:asgi_ws_echo",
+             "--lifespan off --no-access-log --backlog 2048 --timeout-keep-alive 75 {app}",
+    # granian: its master and one worker process (the master's only child).
+    GRANIAN: "{python} -m granian --interface asgi --workers 1 --uds {socket} --loop uvloop "
+             "--http 1 --ws --backlog 2048 --log-level warning {app}",
+    # gunicorn 27's ASGI worker: a master and one worker.
+    GUNICORN: "{python} -m gunicorn -w 1 -k asgi -b unix:{socket} --keep-alive 75 "
+              "--worker-connections {connections} --backlog 2048 --no-control-socket {app}",
 }
-PLACEHOLDERS = ("python", "worker_class", "class_opts", "socket", "connections")
+PLACEHOLDERS = ("python", "worker_class", "class_opts", "socket", "connections", "app")
 
 
 @dataclass(frozen=True)
 class WsServer:
-    name: str                   # as given to --servers: one of our worker classes, or uvicorn
+    name: str                   # as given to --servers: one of our worker classes, or a peer
     impl: str
     class_opts: str = ""        # {class_opts}; may itself use {connections}
     needs: tuple[str, ...] = ()
+    app: str = WSGI_ECHO        # {app}
+
+    @property
+    def has_master(self) -> bool:
+        """Whether the worker is a child of the started process (uvicorn serves in it)."""
+        return self.impl != UVICORN
 
     @property
     def label(self) -> str:
@@ -86,16 +100,22 @@ SERVERS: dict[str, WsServer] = {s.name: s for s in (
     WsServer("eventlet", OURS, needs=("eventlet",)),
     WsServer("asyncio", OURS),
     WsServer("tornado", OURS, needs=("tornado",)),
-    WsServer(UVICORN, UVICORN, needs=("uvicorn", "websockets", "uvloop", "httptools")),
+    WsServer(UVICORN, UVICORN, needs=("uvicorn", "websockets", "uvloop", "httptools"),
+             app=ASGI_ECHO),
+    # The ASGI peers, all on the ASGI echo: ours -k asgi, granian, gunicorn -k asgi.
+    WsServer("asgi", OURS, app=ASGI_ECHO),
+    WsServer(GRANIAN, GRANIAN, needs=("granian", "uvloop"), app=ASGI_ECHO),
+    WsServer("gunicorn-asgi", GUNICORN, needs=("gunicorn",), app=ASGI_ECHO),
 )}
-DEFAULT_ECHO = ("gthread", "gevent", "eventlet", "asyncio", "tornado", UVICORN)
-DEFAULT_IDLE = ("gevent", "asyncio", UVICORN)
+DEFAULT_ECHO = ("gthread", "gevent", "eventlet", "asyncio", "tornado", "asgi", UVICORN, GRANIAN,
+                "gunicorn-asgi")
+DEFAULT_IDLE = ("gevent", "asyncio", "asgi", UVICORN)
 DEFAULT_IDLE_COUNTS = (1000, 5000, 10000)
 
 
 def command(template: str, server: WsServer, *, socket: Path, connections: int) -> list[str]:
     values = {"python": sys.executable, "worker_class": server.name, "socket": str(socket),
-              "connections": str(connections)}
+              "connections": str(connections), "app": server.app}
     quoted = {key: shlex.quote(value) for key, value in values.items()}
     quoted["class_opts"] = server.class_opts.format(**quoted)
     return shlex.split(template.format(**quoted))
@@ -125,7 +145,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--modes", default="echo,idle",
                         help="Comma-separated: echo, idle. Default: %(default)s.")
     parser.add_argument("--servers", default=",".join(DEFAULT_ECHO),
-                        help="Servers of the echo test: our worker classes and/or uvicorn. "
+                        help="Servers of the echo test: our worker classes ('asgi' is ours "
+                             "-k asgi) and/or uvicorn, granian, gunicorn-asgi. "
                              f"Known: {', '.join(SERVERS)}. Default: %(default)s.")
     parser.add_argument("--idle-servers", default=",".join(DEFAULT_IDLE),
                         help="Servers of the idle test. Default: %(default)s.")
@@ -159,6 +180,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              + ". Default: %(default)r.")
     parser.add_argument("--uvicorn-cmd", default=DEFAULT_COMMANDS[UVICORN],
                         help="Command template for uvicorn. Default: %(default)r.")
+    parser.add_argument("--granian-cmd", default=DEFAULT_COMMANDS[GRANIAN],
+                        help="Command template for granian. Default: %(default)r.")
+    parser.add_argument("--gunicorn-cmd", default=DEFAULT_COMMANDS[GUNICORN],
+                        help="Command template for gunicorn -k asgi. Default: %(default)r.")
     parser.add_argument("--start-timeout", type=float, default=30.0,
                         help="Seconds a server gets to answer its first request through nginx. "
                              "Default: %(default)s.")
@@ -198,7 +223,8 @@ def _servers(text: str) -> list[WsServer]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    templates = {OURS: args.ours_cmd, UVICORN: args.uvicorn_cmd}
+    templates = {OURS: args.ours_cmd, UVICORN: args.uvicorn_cmd, GRANIAN: args.granian_cmd,
+                 GUNICORN: args.gunicorn_cmd}
     try:
         echo = _servers(args.servers) if "echo" in args.modes else []
         idle = _servers(args.idle_servers) if "idle" in args.modes else []
@@ -211,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         print("bench ws: cannot run:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
-    meta = describe(args, templates)
+    used = {server.impl for server in echo + idle}
+    meta = describe(args, {impl: cmd for impl, cmd in templates.items() if impl in used})
     meta["busy_cores_before_start"] = round(cpu.machine_load(1.0), 2)
     procs.install_cleanup()
     run_dir = Path(tempfile.mkdtemp(prefix="bench-ws-"))
@@ -235,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                 cell.command = " ".join(argv)
                 try:
                     run = echo_run(server.name, argv, nginx, args, log_dir, REPO_ROOT,
-                                   has_master=server.impl == OURS)
+                                   has_master=server.has_master)
                 except (ServerError, WsError, OSError) as exc:
                     cell.error = str(exc)
                     print(f"[{round_no}/{args.runs}] echo {server.label}: FAILED: {exc}",
@@ -253,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             try:
                 idle_cell.run = idle_run(server.name, argv, nginx, args, log_dir, REPO_ROOT,
-                                         has_master=server.impl == OURS)
+                                         has_master=server.has_master)
             except (ServerError, WsError, OSError) as exc:
                 idle_cell.error = str(exc)
                 print(f"idle {server.label}: FAILED: {exc}", flush=True)
@@ -288,7 +315,8 @@ def describe(args: argparse.Namespace, templates: dict[str, str]) -> dict[str, o
         "load_average_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "python": sys.version.split()[0],
         **{name: version(name) for name in ("uvicorn", "websockets", "uvloop", "wsproto",
-                                             "gevent", "eventlet", "tornado")},
+                                             "gevent", "eventlet", "tornado", "granian",
+                                             "gunicorn")},
         "modes": args.modes, "clients": args.clients, "client_procs": args.client_procs,
         "message_bytes": args.size, "runs": args.runs, "duration_s": args.duration,
         "warmup_s": args.warmup, "idle_counts": args.idle_counts, "hold_s": args.hold,
