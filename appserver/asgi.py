@@ -1,11 +1,15 @@
 """ASGI 3.0 glue, free of I/O: which kind an app is, request -> HTTP scope, response messages ->
 the same framing as WSGI (:class:`appserver.wsgi.Response`).
 
-The scope is built from the WSGI environ of the same request (:func:`appserver.wsgi.build_environ`):
-one place decides the client address and scheme under the trusted-proxy rules
-(:mod:`appserver.forwarded`), which header names with "_" are dropped (``header_map``), the mount
-point, and refuses contradictory scheme headers; the access log and request hooks get that
-environ as on the WSGI path.  The scope's headers are the request's header section only (never
+The scope of an ordinary request -- one that nginx forwards, X-Forwarded-For and
+X-Forwarded-Proto included -- is built directly from the request head (:class:`ScopeBuilder`);
+the trusted-proxy rules (which peers, which hop, scheme votes, contradictory scheme headers are
+a 400) are the one rule object of :mod:`appserver.forwarded` that the environ uses too.  Any
+other request is built from the WSGI environ of the same request
+(:func:`appserver.wsgi.build_environ`), which decides the client address and scheme, which
+header names with "_" are dropped or passed (``header_map``, forwarder headers) and the mount
+point; tests/asgi/test_scope.py holds the two paths equal.  The access log and request hooks
+get that environ as on the WSGI path.  The scope's headers are the request's header section only (never
 trailers), lower-cased, with the names the environ dropped left out too: Django maps
 ``X_Real_Ip`` and ``X-Real-Ip`` to one META key, so passing both would let a client smuggle a
 value (the issue's rule, as nginx's ``underscores_in_headers off``).
@@ -16,12 +20,14 @@ Spec: https://asgi.readthedocs.io/en/latest/specs/www.html (HTTP 2.4) and lifesp
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from .http.events import RequestHead
+from .forwarded import SchemeConflict
+from .http.events import ProtocolError, RequestHead
 from .http.response import ResponseError
 from .wsgi import Response, WSGIContext
 
@@ -63,29 +69,79 @@ def _describe(app: Any) -> str:
 
 
 class ScopeBuilder:
-    """The scopes of one worker.  The common request -- origin-form target, no forwarded or
-    scheme header, no header name with "_" -- takes a direct path that needs no environ; any
-    other goes through the environ (:func:`scope_from_environ`), where the trust rules live."""
+    """The scopes of one worker.  The common request -- origin-form target, no header name with
+    "_" that could matter (a forwarder or scheme header, or any under ``--header-map`` refuse or
+    dangerous) -- takes a direct path that needs no environ.  X-Forwarded-For and the listed
+    scheme headers (what nginx always sends) are read there under the same rule object as the
+    environ's (:class:`~appserver.forwarded.ForwardedTrust`: which peers, which hop, votes and
+    conflicts), so the two paths cannot disagree; every other request goes through the environ
+    (:func:`scope_from_environ`)."""
 
     def __init__(self, ctx: WSGIContext) -> None:
         self.ctx = ctx
-        self.watched = frozenset(key[5:].lower().replace("_", "-").encode("latin-1")
-                                 for key in ctx.watched if key.startswith("HTTP_"))
+        # Lower-case wire name -> the listed (upper-case) scheme header name; "" for
+        # X-Forwarded-For.  The same headers build_environ watches (ctx.watched).
+        self.watched: dict[bytes, str] = {
+            key[5:].lower().replace("_", "-").encode("latin-1"): listed
+            for key, listed in ctx.watched.items() if key.startswith("HTTP_")}
+        trust = ctx.forwarded
+        # Header names with "_" the direct path may drop without asking who sent them: under
+        # "drop", any that is neither a forwarder header nor a listed scheme header.
+        self.drops_underscored = ctx.header_map == "drop" and not trust.forward_all
+        self.underscore_matters = trust.forwarder_headers | frozenset(trust.scheme_headers)
+        self._believed: dict[tuple[str, bool, bytes | None, tuple[tuple[str, str], ...] | None],
+                             tuple[str | None, str | None]] = {}
 
     def direct(self, head: RequestHead, peer: tuple[str, int] | None,
-               local: tuple[str, int] | None, state: dict[str, Any] | None
-               ) -> dict[str, Any] | None:
-        """The scope, or None when the request needs the environ's rules."""
+               local: tuple[str, int] | None, state: dict[str, Any] | None, *,
+               is_unix: bool) -> dict[str, Any] | None:
+        """The scope, or None when the request needs the environ's rules.  Raises
+        ProtocolError (400) for contradictory scheme headers from a trusted peer, as the
+        environ does."""
         target = head.target
         if target[:1] != b"/":
             return None
         watched = self.watched
         headers = []
+        forwarded_for: list[bytes] | None = None
+        scheme_lines: list[tuple[str, str]] | None = None
         for name, value in head.headers:
             lname = name.lower()
-            if lname in watched or b"_" in lname:
-                return None
+            if b"_" in lname:
+                if not self.drops_underscored or \
+                        lname.decode("latin-1").upper() in self.underscore_matters:
+                    return None
+                continue  # dropped, as the environ drops it
+            if lname in watched:
+                listed = watched[lname]
+                if listed:
+                    if scheme_lines is None:
+                        scheme_lines = []
+                    scheme_lines.append((listed, value.decode("latin-1")))
+                elif forwarded_for is None:
+                    forwarded_for = [value]
+                else:
+                    forwarded_for.append(value)
             headers.append((lname, value))
+        client = peer
+        scheme = self.ctx.scheme
+        if forwarded_for is not None or scheme_lines is not None:
+            # nginx sends the same values for every request of one client: the answer is
+            # remembered per (peer, values) in a small table.
+            peer_ip = peer[0] if peer else ""
+            key = (peer_ip, is_unix, b",".join(forwarded_for) if forwarded_for else None,
+                   tuple(scheme_lines) if scheme_lines else None)
+            believed = self._believed.get(key)
+            if believed is None:
+                believed = self._believe(peer_ip, is_unix, key[2], scheme_lines)
+                if len(self._believed) >= 1024:
+                    self._believed.clear()
+                self._believed[key] = believed
+            address, proto = believed
+            if address is not None:
+                client = (address, 0)
+            if proto is not None:
+                scheme = proto
         raw, _, query = target.partition(b"#")[0].partition(b"?")
         decoded = (unquote_to_bytes(raw) if b"%" in raw else raw).decode("latin-1")
         root = self.ctx.script_name
@@ -98,18 +154,35 @@ class ScopeBuilder:
             "asgi": ASGI_VERSION,
             "http_version": head.version,
             "method": head.method,
-            "scheme": self.ctx.scheme,
+            "scheme": scheme,
             "path": _text(decoded),
             "raw_path": raw,
             "query_string": query,
             "root_path": _text(root),
             "headers": headers,
-            "client": peer,
+            "client": client,
             "server": local,
         }
         if state is not None:
             scope["state"] = state.copy()
         return scope
+
+    def _believe(self, peer_ip: str, is_unix: bool, forwarded_for: bytes | None,
+                 scheme_lines: list[tuple[str, str]] | None) -> tuple[str | None, str | None]:
+        """(client address, scheme) that the forwarded headers establish (None: the
+        connection's own stands), under the environ's rule object; ProtocolError (400) for
+        contradictory scheme headers from a trusted peer."""
+        trust = self.ctx.forwarded
+        if not trust.allows(peer_ip, is_unix):
+            return None, None
+        address = None if forwarded_for is None else trust.client(forwarded_for.decode("latin-1"))
+        proto = None
+        if scheme_lines is not None:
+            try:
+                proto = trust.scheme_of(scheme_lines)
+            except SchemeConflict as exc:
+                raise ProtocolError(400, str(exc)) from None
+        return address, proto
 
 
 def scope_from_environ(environ: dict[str, Any], head: RequestHead, header_map: str,
@@ -161,9 +234,17 @@ def _text(latin: str) -> str:
 _phrases: dict[int, str] = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 
 
+# Valid header names the apps of this worker sent (bytes -> text); bounded: they come from apps.
+_names: dict[bytes, str] = {}
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")   # RFC 9110 §5.6.2, as check_header
+_BAD_VALUE = re.compile(rb"[\r\n\x00]")                 # RFC 9110 §5.5, as check_header
+
+
 def start_response(response: Response, message: Message) -> None:
     """Apply an ``http.response.start`` message to ``response``: the same checks and framing
-    rules as a WSGI start_response (hop-by-hop fields dropped, Connection: close honoured)."""
+    rules as a WSGI start_response (hop-by-hop fields dropped, Connection: close honoured).
+    The names and values are checked here, on the app's bytes (what ``check_header`` checks
+    on text), once: ``Response.start`` is told they are."""
     status = message.get("status")
     if type(status) is not int or not 100 <= status <= 999:  # noqa: E721
         raise ResponseError(f"invalid status {status!r} in http.response.start")
@@ -174,20 +255,32 @@ def start_response(response: Response, message: Message) -> None:
         raise ResponseError(f"http.response.start: headers must be an iterable of (name, value) "
                             f"pairs, got {type(raw).__name__}") from None
     headers: list[tuple[str, str]] = []
+    names = _names
     for item in items:
         try:
             name, value = item
-            headers.append((name.decode("latin-1"), value.decode("latin-1")))
-        except (TypeError, ValueError, AttributeError):
+        except (TypeError, ValueError):
             raise ResponseError(f"header {item!r} is not a (name, value) pair of bytes") from None
         if type(name) is not bytes or type(value) is not bytes:  # noqa: E721 - no str, no subclass
             raise ResponseError(f"header {item!r}: names and values must be bytes")
-    response.start(status, _phrases.get(status) or f"{status} ", headers)
+        text = names.get(name)
+        if text is None:
+            if not _TOKEN.fullmatch(name):
+                raise ResponseError(f"invalid header name {name!r}")
+            text = name.decode("latin-1")
+            if len(names) < 4096:
+                names[name] = text
+        if _BAD_VALUE.search(value):
+            raise ResponseError(f"header {name!r} has CR, LF or NUL in its value")
+        headers.append((text, value.decode("latin-1")))
+    response.start(status, _phrases.get(status) or f"{status} ", headers, checked=True)
 
 
 def check_body(message: Message) -> tuple[bytes, bool]:
     """(body, more_body) of an ``http.response.body`` message."""
     body = message.get("body", b"")
-    if not isinstance(body, bytes | bytearray | memoryview):
+    if type(body) is bytes:  # noqa: E721 - the usual case, no copy
+        return body, bool(message.get("more_body", False))
+    if not isinstance(body, bytearray | memoryview):
         raise ResponseError(f"http.response.body: body must be bytes, got {type(body).__name__}")
     return bytes(body), bool(message.get("more_body", False))

@@ -355,18 +355,21 @@ class Response:
             raise ResponseError(f"headers must be a list, got {type(headers).__name__}")
         return self.start(code, status, headers)
 
-    def start(self, code: int, status: str, headers: list[tuple[str, str]]
-              ) -> Callable[[bytes], None]:
-        """start_response after the status line was checked (the ASGI path has an int)."""
+    def start(self, code: int, status: str, headers: list[tuple[str, str]],
+              checked: bool = False) -> Callable[[bytes], None]:
+        """start_response after the status line was checked (the ASGI path has an int);
+        ``checked``: the caller has made sure every header is a (name, value) tuple that
+        :func:`check_header` accepts (the ASGI path checks the app's bytes)."""
         kept: list[tuple[str, str]] = []
         content_length = None
         keep_alive = self.want_keep_alive
         app_date = False
         for item in headers:
-            if type(item) is not tuple or len(item) != 2:  # noqa: E721
-                raise ResponseError(f"header {item!r} is not a (name, value) tuple")
+            if not checked:
+                if type(item) is not tuple or len(item) != 2:  # noqa: E721
+                    raise ResponseError(f"header {item!r} is not a (name, value) tuple")
+                check_header(*item)
             name, value = item
-            check_header(name, value)
             lname = name.lower()
             if lname in HOP_BY_HOP:
                 if lname == "connection" and "close" in value.lower():

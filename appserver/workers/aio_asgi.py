@@ -215,7 +215,7 @@ class ASGICycle:
             if out:
                 self._write(out)
             protocol = self.protocol
-            if not protocol.can_write.is_set():
+            if protocol.writing_paused:
                 try:
                     await asyncio.wait_for(protocol.drain(),
                                            protocol.worker.config.header_timeout)
@@ -247,19 +247,20 @@ class ASGICycle:
         response = self.response
         worker = protocol.worker
         hooks = state.wsgi.hooks
-        scope = worker.scopes.direct(head, protocol.peer, protocol.local, worker.lifespan_state)
         environ: dict[str, Any] = {}
-        if scope is None or hooks is not None or state.access_log.enabled:
-            try:
+        try:
+            scope = worker.scopes.direct(head, protocol.peer, protocol.local,
+                                         worker.lifespan_state, is_unix=protocol.is_unix)
+            if scope is None or hooks is not None or state.access_log.enabled:
                 environ = build_environ(state.wsgi, head, InputStream(_no_body),
                                         peer=protocol.peer, local=protocol.local,
                                         is_unix=protocol.is_unix)
-            except ProtocolError as exc:  # contradictory scheme headers, a refused header name
-                log.info("bad request from %s: %s", protocol.peer_text(), exc)
-                return False, error_response(exc.status, exc.detail)
-            if scope is None:
-                scope = scope_from_environ(environ, head, state.wsgi.header_map, protocol.local,
-                                           worker.lifespan_state)
+        except ProtocolError as exc:  # contradictory scheme headers, a refused header name
+            log.info("bad request from %s: %s", protocol.peer_text(), exc)
+            return False, error_response(exc.status, exc.detail)
+        if scope is None:
+            scope = scope_from_environ(environ, head, state.wsgi.header_map, protocol.local,
+                                       worker.lifespan_state)
         out = b""
         started = time.monotonic()
         try:

@@ -141,7 +141,7 @@ class ASGIWebSocket(LoopWebSocket):
             self._write(self.session.send_message(data))
             self.last_activity = time.monotonic()
             protocol = self.protocol
-            if not protocol.can_write.is_set():
+            if protocol.writing_paused:
                 await protocol.drain()
         elif kind == "websocket.accept":
             if self.stage != CONNECTING:

@@ -48,6 +48,31 @@ QUEUE_LIMIT = 512 * 1024
 
 
 class HTTPProtocol(asyncio.Protocol):
+    # Per-connection state that most connections never change lives here as class defaults
+    # (an instance attribute appears on the first assignment): a new connection -- nginx's
+    # upstream keep-alive cache churns them -- then costs only what it uses.
+    proxy: ProxyHeaderReader | None = None  # an optional PROXY header still to read
+    body_failed = False  # the running request's body broke HTTP (see request_done)
+    ws: LoopWebSocket | None = None
+    asgi_ws: ASGIWebSocket | None = None  # an ASGI WebSocket request (before and after accept)
+    upgrading = False
+    hijacked = False
+    closed = False
+    served = 0
+    # Write flow control: ``writing_paused`` for the loop's own writers (ASGI sends, drain);
+    # ``can_write``, the same fact as a threading.Event for app threads (the WSGI path and
+    # WebSockets), is made only when one may wait on it (see the property).
+    writing_paused = False
+    _can_write: threading.Event | None = None
+    _drain_waiters: list[asyncio.Future[None]] | None = None  # ASGI sends waiting to write
+    queued = 0               # bytes handed to the loop, not yet to the transport (pool side)
+    flow_waiting = False     # an app thread waits for ``queued`` to fall (pool side)
+    reading_paused = False
+    _timer: asyncio.TimerHandle | None = None
+    _head_started = False
+    lingering = False
+    _linger_until = 0.0
+
     def __init__(self, worker: AsyncioWorker, listener: Listener) -> None:
         self.worker = worker
         self.loop = worker.loop
@@ -56,28 +81,27 @@ class HTTPProtocol(asyncio.Protocol):
         self.parser = RequestParser(**worker.state.parser_limits)
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] | None = None
-        self.proxy: ProxyHeaderReader | None = None  # an optional PROXY header still to read
         # The running request: a WSGI call in the pool or an ASGI task in the loop.
         self.cycle: RequestCycle | ASGICycle | None = None
         self.body_complete = True
-        self.body_failed = False  # the running request's body broke HTTP (see request_done)
-        self.ws: LoopWebSocket | None = None
-        self.asgi_ws: ASGIWebSocket | None = None  # an ASGI WebSocket request (before and after accept)
-        self.upgrading = False
-        self.hijacked = False
-        self.closed = False
-        self.served = 0
         self.idle_since = time.monotonic()
-        self.can_write = threading.Event()
-        self.can_write.set()
-        self._drain_waiters: list[asyncio.Future[None]] = []  # ASGI sends waiting to write
-        self.queued = 0               # bytes handed to the loop, not yet to the transport
-        self.flow_waiting = False     # an app thread waits for ``queued`` to fall
-        self.reading_paused = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._head_started = False
-        self.lingering = False
-        self._linger_until = 0.0
+        if worker.cycle_class is RequestCycle:
+            # App threads wait on it from the first request on: made here, in the loop's
+            # thread, never lazily from a pool thread.
+            self._can_write = threading.Event()
+            self._can_write.set()
+
+    @property
+    def can_write(self) -> threading.Event:
+        """Set while the transport accepts writes (cleared over its high-water mark), for
+        threads that wait; first called in the loop's thread (a WSGI connection has it from
+        the start; an ASGI WebSocket asks for it when it opens)."""
+        event = self._can_write
+        if event is None:
+            event = self._can_write = threading.Event()
+            if not self.writing_paused:
+                event.set()
+        return event
 
     # ---- asyncio callbacks --------------------------------------------------------------------
 
@@ -135,7 +159,9 @@ class HTTPProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.can_write.set()  # wake a writer: it will find the connection gone
+        self.writing_paused = False
+        if self._can_write is not None:
+            self._can_write.set()  # wake a writer: it will find the connection gone
         self._wake_drainers()
         if self.flow_waiting:
             with self.worker.flow:
@@ -151,24 +177,30 @@ class HTTPProtocol(asyncio.Protocol):
             self.asgi_ws.connection_gone()
 
     def pause_writing(self) -> None:
-        self.can_write.clear()
+        self.writing_paused = True
+        if self._can_write is not None:
+            self._can_write.clear()
 
     def resume_writing(self) -> None:
-        self.can_write.set()
+        self.writing_paused = False
+        if self._can_write is not None:
+            self._can_write.set()
         self._wake_drainers()
 
     def _wake_drainers(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
+        waiters, self._drain_waiters = self._drain_waiters, None
+        for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
 
     async def drain(self) -> None:
         """In the loop (ASGI sends): until the transport's buffer is below its high-water mark
         or the connection is gone."""
-        if self.can_write.is_set() or self.closed:
+        if not self.writing_paused or self.closed:
             return
         waiter = self.loop.create_future()
+        if self._drain_waiters is None:
+            self._drain_waiters = []
         self._drain_waiters.append(waiter)
         await waiter
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from appserver.asgi import ScopeBuilder, app_kind_error, is_asgi_app, scope_from_environ, start_response
-from appserver.http.events import RequestHead
+from appserver.http.events import ProtocolError, RequestHead
 from appserver.http.parser import RequestParser
 from appserver.http.response import ResponseError
 from appserver.wsgi import InputStream, Response, WSGIContext, build_environ
@@ -25,16 +25,18 @@ def head_of(raw: bytes) -> RequestHead:
     return event
 
 
-def both(raw: bytes, ctx: WSGIContext, peer: Any = PEER) -> tuple[Any, dict[str, Any]]:
+def both(raw: bytes, ctx: WSGIContext, peer: Any = PEER,
+         is_unix: bool = False) -> tuple[Any, dict[str, Any]]:
     head = head_of(raw)
-    direct = ScopeBuilder(ctx).direct(head, peer, LOCAL, {"k": 1})
-    environ = build_environ(ctx, head, InputStream(bytes), peer=peer, local=LOCAL, is_unix=False)
+    direct = ScopeBuilder(ctx).direct(head, peer, LOCAL, {"k": 1}, is_unix=is_unix)
+    environ = build_environ(ctx, head, InputStream(bytes), peer=peer, local=LOCAL,
+                            is_unix=is_unix)
     return direct, scope_from_environ(environ, head, ctx.header_map, LOCAL, {"k": 1})
 
 
-def context(root_path: str = "") -> WSGIContext:
+def context(root_path: str = "", **options: Any) -> WSGIContext:
     return WSGIContext(multithread=True, multiprocess=False, trusted_ips=["127.0.0.1"],
-                       root_path=root_path)
+                       root_path=root_path, **options)
 
 
 @pytest.mark.parametrize("raw", [
@@ -57,28 +59,115 @@ def test_percent_decoding_and_root_path() -> None:
         "/api/päth", b"/api/p%C3%A4th", "/api")
 
 
+def outcome(run: Any) -> Any:
+    """A path's answer: its scope, or the status of the ProtocolError it raised."""
+    try:
+        return run()
+    except ProtocolError as exc:
+        return exc.status
+
+
+# Proxied requests: what nginx sends (X-Forwarded-For, X-Forwarded-Proto) and what a client may
+# add to trick the rules (more entries, extra lines, a second scheme header, "_" look-alikes).
+PROXIED = [
+    b"X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n",
+    b"X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: http\r\n",
+    b"X-Forwarded-For: 6.6.6.6, 203.0.113.9\r\nX-Forwarded-Proto: http, HTTPS\r\n",
+    b"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 10.1.1.1, 203.0.113.9\r\n",
+    b"X-Forwarded-For: not-an-address\r\nX-Forwarded-Proto: gopher\r\n",
+    b"X-Forwarded-For: [2001:db8::1], 203.0.113.9\r\n",
+    b"X-Forwarded-For: , \r\n",
+    b"X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: off\r\n",          # contradictory: 400
+    b"X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: on\r\n",
+    b"X-Forwarded-Protocol: ssl\r\nX-Forwarded-Proto: http\r\n",      # contradictory: 400
+    b"X-Forwarded-Proto: http, https\r\nX-Forwarded-Ssl: on\r\n",     # 400 at one hop only
+    b"X-Forwarded-For: 203.0.113.9\r\nX_Real_Ip: 6.6.6.6\r\nX-Real-Ip: 1.2.3.4\r\n",
+    b"X_Forwarded_For: 6.6.6.6\r\nX-Forwarded-For: 203.0.113.9\r\n",
+    b"X-Forwarded-Proto: https\r\nScript_Name: /mounted\r\n",       # a forwarder header
+    b"X-Forwarded-Proto: https\r\nX_Forwarded_Ssl: off\r\n",
+]
+PEERS = [PEER, ("10.0.0.5", 1234), None]  # trusted, untrusted, a unix-socket peer (trusted)
+
+
+@pytest.mark.parametrize("extra", PROXIED)
+@pytest.mark.parametrize("peer", PEERS)
+@pytest.mark.parametrize("hops", [1, 2])
+@pytest.mark.parametrize("options", [
+    {}, {"header_map": "refuse"}, {"header_map": "dangerous"},
+    {"scheme_headers": {"X-Forwarded-Proto": "https", "X_Forwarded_Ssl": "on"}},
+    {"forwarder_headers": ["*"]},
+])
+def test_proxied_requests_agree_on_both_paths(extra: bytes, peer: Any, hops: int,
+                                              options: dict[str, Any]) -> None:
+    """The direct path applies the trust rules itself (the same ForwardedTrust): whatever it
+    answers -- a scope or a 400 -- the environ path answers too; it may only decline (None)."""
+    ctx = context(forwarded_hops=hops, **options)
+    raw = b"GET /x?y HTTP/1.1\r\nHost: a\r\n" + extra + b"\r\n"
+    head = head_of(raw)
+    is_unix = peer is None
+    builder = ScopeBuilder(ctx)
+    direct = outcome(lambda: builder.direct(head, peer, LOCAL, None, is_unix=is_unix))
+    # Asked again (the builder remembers what forwarded values establish): the same answer.
+    assert outcome(lambda: builder.direct(head, peer, LOCAL, None, is_unix=is_unix)) == direct
+    via_environ = outcome(lambda: scope_from_environ(
+        build_environ(ctx, head, InputStream(bytes), peer=peer, local=LOCAL, is_unix=is_unix),
+        head, ctx.header_map, LOCAL, None))
+    if direct is None:
+        # It declines only "_" names that could matter (forwarder or scheme headers, or any
+        # under refuse, dangerous or forwarder_headers "*").
+        assert b"_" in extra and (options or b"Script_Name" in extra)
+        return
+    assert direct == via_environ
+
+
+def test_proxied_requests_take_the_direct_path() -> None:
+    """What nginx sends needs no environ: the client and scheme come from the believed hop."""
+    raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 6.6.6.6, 203.0.113.9\r\n" \
+          b"X-Forwarded-Proto: https\r\nX_Real_Ip: 6.6.6.6\r\n\r\n"
+    direct, via_environ = both(raw, context())
+    assert direct == via_environ
+    assert (direct["client"], direct["scheme"]) == (("203.0.113.9", 0), "https")
+    assert all(b"_" not in name for name, _ in direct["headers"])
+    direct, _ = both(raw, context(forwarded_hops=2))
+    assert direct["client"] == ("6.6.6.6", 0)  # hops 2: the entry two places from the right
+    untrusted = ("10.0.0.5", 1234)
+    direct, via_environ = both(raw, context(), peer=untrusted)
+    assert direct == via_environ
+    assert (direct["client"], direct["scheme"]) == (untrusted, "http")
+    direct, via_environ = both(raw, context(), peer=None, is_unix=True)
+    assert direct == via_environ and direct["client"] == ("203.0.113.9", 0)
+
+
+def test_contradictory_scheme_headers_are_a_400_on_the_direct_path() -> None:
+    head = head_of(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\n"
+                   b"X-Forwarded-Ssl: off\r\n\r\n")
+    with pytest.raises(ProtocolError) as caught:
+        ScopeBuilder(context()).direct(head, PEER, LOCAL, None, is_unix=False)
+    assert caught.value.status == 400
+    # From a peer nobody trusts the headers are ignored, not refused.
+    scope = ScopeBuilder(context()).direct(head, ("10.0.0.5", 1), LOCAL, None, is_unix=False)
+    assert scope is not None and scope["scheme"] == "http"
+
+
 @pytest.mark.parametrize("raw", [
-    b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n",
-    b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\n\r\n",
-    b"GET / HTTP/1.1\r\nHost: a\r\nX_Real_Ip: 6.6.6.6\r\nX-Real-Ip: 1.2.3.4\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nScript_Name: /mounted\r\n\r\n",
     b"GET http://b.example/x?y HTTP/1.1\r\nHost: a\r\n\r\n",
 ])
-def test_requests_with_trust_rules_take_the_environ_path(raw: bytes) -> None:
+def test_requests_with_other_rules_take_the_environ_path(raw: bytes) -> None:
     direct, scope = both(raw, context())
     assert direct is None
     assert all(b"_" not in name for name, _ in scope["headers"])
-    if b"X-Forwarded-For" in raw:
-        assert scope["client"] == ("203.0.113.9", 0)
-    if b"Proto" in raw:
-        assert scope["scheme"] == "https"
+    if b"Script_Name" in raw:
+        assert scope["root_path"] == "/mounted"
     if raw.startswith(b"GET http"):
         assert (b"host", b"b.example") in scope["headers"]
         assert (scope["path"], scope["query_string"]) == ("/x", b"y")
 
 
 def test_untrusted_peer_keeps_its_address() -> None:
-    _, scope = both(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n",
-                    context(), peer=("10.0.0.5", 1234))
+    direct, scope = both(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n",
+                         context(), peer=("10.0.0.5", 1234))
+    assert direct == scope
     assert scope["client"] == ("10.0.0.5", 1234)
 
 
