@@ -42,6 +42,11 @@ ASGI_VERSION = {"version": "3.0", "spec_version": SPEC_VERSION}
 LIFESPAN_ASGI = {"version": "3.0", "spec_version": "2.0"}
 
 
+def http_extensions() -> dict[str, Any]:
+    """The ``extensions`` of an ``http`` scope (a fresh dict each time: apps may change it)."""
+    return {"http.response.pathsend": {}, "http.response.trailers": {}}
+
+
 def is_asgi_app(app: Any) -> bool:
     """An ASGI 3.0 callable: a coroutine function, or an object whose ``__call__`` is one
     (Starlette, FastAPI, Django's ASGIHandler, Quart, middleware classes)."""
@@ -162,6 +167,7 @@ class ScopeBuilder:
             "headers": headers,
             "client": client,
             "server": local,
+            "extensions": http_extensions(),
         }
         if state is not None:
             scope["state"] = state.copy()
@@ -218,6 +224,7 @@ def scope_from_environ(environ: dict[str, Any], head: RequestHead, header_map: s
         "headers": headers,
         "client": (remote, int(environ["REMOTE_PORT"])) if remote else None,
         "server": local,
+        "extensions": http_extensions(),
     }
     if state is not None:
         scope["state"] = state.copy()
@@ -284,3 +291,38 @@ def check_body(message: Message) -> tuple[bytes, bool]:
     if not isinstance(body, bytearray | memoryview):
         raise ResponseError(f"http.response.body: body must be bytes, got {type(body).__name__}")
     return bytes(body), bool(message.get("more_body", False))
+
+
+# Fields a trailer section must not carry (RFC 9110 §6.5.1: framing, routing, the response's
+# controls); an app that sends one has made a mistake, as with a bad header.
+_NOT_TRAILERS = frozenset({b"content-length", b"transfer-encoding", b"host", b"connection",
+                           b"keep-alive", b"te", b"trailer", b"upgrade", b"content-type",
+                           b"content-encoding", b"content-range", b"cache-control", b"expires",
+                           b"date", b"location", b"set-cookie", b"authorization"})
+
+
+def trailer_lines(message: Message) -> bytes:
+    """The header lines of an ``http.response.trailers`` message, checked as response headers
+    are (a ResponseError for a bad name or value, or a field that may not be a trailer)."""
+    raw: Iterable[Any] = message.get("headers") or ()
+    out = []
+    try:
+        items = list(raw)
+    except TypeError:
+        raise ResponseError("http.response.trailers: headers must be an iterable of "
+                            "(name, value) pairs") from None
+    for item in items:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            raise ResponseError(f"trailer {item!r} is not a (name, value) pair of bytes") from None
+        if type(name) is not bytes or type(value) is not bytes:  # noqa: E721
+            raise ResponseError(f"trailer {item!r}: names and values must be bytes")
+        if not _TOKEN.fullmatch(name):
+            raise ResponseError(f"invalid trailer name {name!r}")
+        if _BAD_VALUE.search(value):
+            raise ResponseError(f"trailer {name!r} has CR, LF or NUL in its value")
+        if name.lower() in _NOT_TRAILERS:
+            raise ResponseError(f"{name!r} may not be sent as a trailer")
+        out.append(name + b": " + value + b"\r\n")
+    return b"".join(out)

@@ -365,6 +365,11 @@ class ServerConfig(BaseModel):
         help="The path the app is mounted at behind a proxy, e.g. /api: the ASGI scope's "
         "root_path (prefixed to path when the request's path lacks it) and the WSGI "
         "SCRIPT_NAME (over the SCRIPT_NAME environment variable). Empty: none.")
+    asgi_disconnect_grace_period: int = setting(
+        3, cli=("--asgi-disconnect-grace-period",), ge=0, le=86400,
+        help="Seconds an ASGI app's request task has after its client went away (it gets "
+        "http.disconnect, and send() raises) before the task is cancelled; 0: at once. Not "
+        "applied once the response is complete (background tasks run on).")
     threads: int = setting(
         1, cli=("--threads",), ge=1, le=4096,
         help="Threads per worker: the gthread class's threads (sync with --threads > 1 means "

@@ -41,6 +41,9 @@ DIFFERENCES: dict[str, str] = {
                     "`aiohttp`",
     "asgi_lifespan": "auto: an app that raises on the lifespan scope does not support it "
                      "(as uvicorn); a startup failure stops the server, never a respawn loop",
+    "asgi_disconnect_grace_period": "counted only while the response is incomplete: once "
+                                    "it is complete the app (its background tasks) runs on "
+                                    "(gunicorn cancels it too)",
     "root_path": "also the WSGI SCRIPT_NAME; the ASGI path carries the root path (prefixed "
                  "when the request's path lacks it, as uvicorn does)",
     "asyncio_loop": "gunicorn's asgi_loop: the loop of the asyncio and tornado classes, for WSGI "

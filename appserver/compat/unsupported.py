@@ -19,7 +19,6 @@ from ..config import SETTING_NAMES
 _BACKLOG = "the listen-backlog metric is not supported yet (StatsD request metrics are)"
 _DIRTY = "gunicorn's dirty arbiters are not supported"
 _HTTP2 = "HTTP/2 is not supported; nginx speaks HTTP/2 to clients and HTTP/1.1 to the server"
-_ASGI = "not supported yet: a request task is cancelled only by the graceful timeout"
 _PARSER = "the HTTP parser's leniency switches are not supported; requests gunicorn would " \
           "need them for are refused (400)"
 _CONTROL = "gunicorn's control socket is not supported; use signals (HUP, TTIN, TTOU, USR2)"
@@ -69,7 +68,6 @@ UNSUPPORTED: dict[str, Unsupported] = {u.name: u for u in (
     _u("http2_initial_window_size", ("--http2-initial-window-size",), 65535, _HTTP2),
     _u("http2_max_frame_size", ("--http2-max-frame-size",), 16384, _HTTP2),
     _u("http2_max_header_list_size", ("--http2-max-header-list-size",), 65536, _HTTP2),
-    _u("asgi_disconnect_grace_period", ("--asgi-disconnect-grace-period",), 3, _ASGI),
     _u("dirty_apps", ("--dirty-app",), [], _DIRTY),
     _u("dirty_workers", ("--dirty-workers",), 0, _DIRTY),
     _u("dirty_timeout", ("--dirty-timeout",), 300, _DIRTY),

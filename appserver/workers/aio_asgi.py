@@ -21,6 +21,13 @@ Design notes
   high-water mark ``send()`` waits for it to drain (``--header-timeout`` without progress: the
   client is gone).  On a closed connection ``send()`` raises :class:`ClientDisconnected`, an
   ``OSError`` (spec 2.4), which Starlette turns into its ClientDisconnect.
+* Extensions (docs/asgi.md, "Extensions"): ``http.response.pathsend`` sends a file with
+  ``loop.sendfile`` (a copy under flow control where the loop or transport has none: uvloop,
+  TLS); ``trailers: True`` holds the last chunk back for ``http.response.trailers`` when the
+  client sent ``TE: trailers`` and the body is chunked, and drops the trailers otherwise.
+* A client that goes away while the response is incomplete gives the app
+  ``asgi_disconnect_grace_period`` seconds before its task is cancelled (:meth:`client_gone`);
+  that cancellation ends the request as a disconnect, not as the worker's end.
 * Errors: an exception (or an app returning without a complete response) before the head went
   out is a 500; after it, the connection is closed so that the client sees an incomplete
   response rather than a wrong one -- as on the WSGI path.
@@ -30,11 +37,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ..asgi import Message, check_body, scope_from_environ, start_response
+from ..asgi import Message, check_body, scope_from_environ, start_response, trailer_lines
 from ..http.events import ProtocolError, RequestHead
 from ..http.response import CONTINUE, ResponseError, error_response
 from ..wsgi import InputStream, Response, build_environ
@@ -85,6 +94,7 @@ class ASGIBody:
             self.error = error
         elif error is not None:
             self.gone = True
+            self.cycle.client_gone()
         self.done = True
         self.cycle.wake()
 
@@ -99,6 +109,12 @@ class ASGICycle:
         self.complete = False          # the last body message was sent
         self.delivered = False         # the app has had the whole request body
         self.stalled = False
+        self.trailers = False          # http.response.start said trailers: True
+        self.body_done = False         # ... and the last body message went out
+        self.trailer_lines: list[bytes] | None = None  # trailers to send (chunked, TE: trailers)
+        self.task: asyncio.Task[None] | None = None
+        self.grace_timer: asyncio.TimerHandle | None = None
+        self.grace_cancelled = False   # cancelled by asgi_disconnect_grace_period
         self._event: asyncio.Event | None = None
         if keep_alive and head.has_body:
             self.response.before_head = self._veto_keep_alive
@@ -106,7 +122,24 @@ class ASGICycle:
     # ---- the connection's side --------------------------------------------------------------
 
     def start(self) -> None:
-        self.protocol.loop.create_task(self._run_and_report())
+        self.task = self.protocol.loop.create_task(self._run_and_report())
+
+    def client_gone(self) -> None:
+        """The client went away: the app has ``asgi_disconnect_grace_period`` seconds (it got
+        http.disconnect, and send() raises) before its task is cancelled."""
+        if self.grace_timer is not None or self.complete or self.task is None \
+                or self.task.done():
+            return  # a complete response's app (background tasks) is left to finish
+        grace = self.protocol.worker.config.asgi_disconnect_grace_period
+        self.grace_timer = self.protocol.loop.call_later(grace, self._cancel_for_disconnect)
+
+    def _cancel_for_disconnect(self) -> None:
+        if self.task is not None and not self.task.done() and not self.complete:
+            log.debug("cancelling a request of %s: the client went away %ss ago",
+                      self.protocol.peer_text(),
+                      self.protocol.worker.config.asgi_disconnect_grace_period)
+            self.grace_cancelled = True
+            self.task.cancel()
 
     async def _run_and_report(self) -> None:
         """The request, then the connection's ``request_done`` in the same step (no extra
@@ -117,9 +150,16 @@ class ASGICycle:
             log.exception("unexpected error in a request")
             keep_alive, out = False, b""
         except BaseException:  # cancelled: the worker is ending
+            self._stop_grace_timer()
             self.protocol.request_done(False, b"")
             raise
+        self._stop_grace_timer()
         self.protocol.request_done(keep_alive, out)
+
+    def _stop_grace_timer(self) -> None:
+        if self.grace_timer is not None:
+            self.grace_timer.cancel()
+            self.grace_timer = None
 
     def wake(self) -> None:
         if self._event is not None:
@@ -199,15 +239,16 @@ class ASGICycle:
                 raise RuntimeError("http.response.body after the response was complete")
             if self.disconnected:
                 raise ClientDisconnected("the client has closed the connection")
+            if self.body_done:
+                raise RuntimeError("http.response.body after the last body message")
             data, more = check_body(message)
             response = self.response
             if not more:
-                if response.headers_sent:
-                    out = response.frame(data) + response.finish()
+                if not response.headers_sent:
+                    out = response.head(None if self._trailers_wanted() else len(data))
                 else:
-                    out = response.head(len(data)) + response.frame(data) + response.finish()
-                self.complete = True
-                self.wake()
+                    out = b""
+                out += response.frame(data) + self._end_body()
                 self._write(out)
                 return
             out = response.frame(data) if response.headers_sent else \
@@ -229,9 +270,122 @@ class ASGICycle:
             if self.disconnected:
                 raise ClientDisconnected("the client has closed the connection")
             start_response(self.response, message)
+            self.trailers = bool(message.get("trailers", False))
             self.started = True
+        elif kind == "http.response.pathsend":
+            await self._pathsend(message)
+        elif kind == "http.response.trailers":
+            if not self.trailers:
+                raise RuntimeError("http.response.trailers without trailers: True in "
+                                   "http.response.start")
+            if not self.body_done or self.complete:
+                raise RuntimeError("http.response.trailers before the last body message"
+                                   if not self.body_done else
+                                   "http.response.trailers after the last trailers")
+            lines = trailer_lines(message)  # checked even when they are dropped
+            if self.trailer_lines is not None:
+                self.trailer_lines.append(lines)
+            if not message.get("more_trailers", False):
+                if self.trailer_lines is not None:
+                    self._write(b"0\r\n" + b"".join(self.trailer_lines) + b"\r\n")
+                self.complete = True
+                self.wake()
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} in an HTTP request")
+
+    def _trailers_wanted(self) -> bool:
+        """Trailers can go out: the app announced them and the client accepts them (TE:
+        trailers).  The body is then chunked (HTTP/1.1, no Content-Length from the app)."""
+        if not self.trailers or self.head.version != "1.1" or self.head.method == "HEAD":
+            return False
+        for name, value in self.head.headers:
+            if name.lower() == b"te" and b"trailers" in \
+                    (token.strip() for token in value.lower().split(b",")):
+                return True
+        return False
+
+    def _end_body(self) -> bytes:
+        """The last body message went out: what ends the body on the wire.  With trailers to
+        send, the last chunk waits for them; trailers the client did not ask for (or that a
+        Content-Length leaves no room for) are dropped."""
+        response = self.response
+        if self.trailers:
+            self.body_done = True
+            if response.chunked and self._trailers_wanted():
+                self.trailer_lines = []
+                return b""
+            self.trailer_lines = None
+            return response.finish()
+        self.complete = True
+        self.wake()
+        return response.finish()
+
+    async def _pathsend(self, message: Message) -> None:
+        """``http.response.pathsend``: the whole body is the file at ``path``; sent with
+        ``loop.sendfile`` (the kernel's sendfile on the default loop), else read in chunks
+        with flow control (uvloop, TLS)."""
+        if not self.started:
+            raise RuntimeError("http.response.pathsend before http.response.start")
+        if self.response.headers_sent or self.body_done or self.complete:
+            raise RuntimeError("http.response.pathsend after the response body began")
+        path = message.get("path")
+        if not isinstance(path, str) or not os.path.isabs(path):
+            raise ResponseError(f"http.response.pathsend: path must be an absolute path, "
+                                f"got {path!r}")
+        if self.disconnected:
+            raise ClientDisconnected("the client has closed the connection")
+        response = self.response
+        with open(path, "rb") as handle:  # noqa: ASYNC230 - one open(), no read
+            st = os.fstat(handle.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ResponseError(f"http.response.pathsend: {path!r} is not a regular file")
+            size = st.st_size
+            head = response.head(None if self._trailers_wanted() else size)
+            count = size if response.content_length is None else \
+                min(size, response.content_length)
+            self._write(head)
+            if response.body_allowed and count:
+                if response.chunked:
+                    self._write(b"%x\r\n" % count)
+                sent = await self._send_file(handle, count)
+                response.bytes_sent += sent
+                if sent < count:
+                    response.keep_alive = False
+                    raise ClientDisconnected("the client went away during the file")
+                if response.chunked:
+                    self._write(b"\r\n")
+        self._write(self._end_body())
+
+    async def _send_file(self, handle: Any, count: int) -> int:
+        protocol = self.protocol
+        transport = protocol.transport
+        if transport is None or protocol.closed:
+            return 0
+        loop = protocol.loop
+        try:
+            return await loop.sendfile(transport, handle, 0, count, fallback=False)
+        except (NotImplementedError, asyncio.SendfileNotAvailableError):
+            pass  # uvloop, TLS: copy below
+        except OSError as exc:
+            log.debug("sendfile to %s failed: %r", protocol.peer_text(), exc)
+            return 0
+        handle.seek(0)
+        sent = 0
+        timeout = protocol.worker.config.header_timeout
+        while sent < count:
+            if self.disconnected:
+                break
+            data = handle.read(min(262144, count - sent))  # noqa: ASYNC230 - a local file
+            if not data:
+                break
+            self._write(data)
+            sent += len(data)
+            if protocol.writing_paused:
+                try:
+                    await asyncio.wait_for(protocol.drain(), timeout)
+                except TimeoutError:
+                    raise ClientDisconnected("the client stopped reading") from None
+        return sent
 
     def _write(self, data: bytes) -> None:
         protocol = self.protocol
@@ -266,7 +420,15 @@ class ASGICycle:
         try:
             if hooks is not None:
                 hooks.pre_request(head, environ)
-            await worker.app(scope, self.receive, self.send)
+            try:
+                await worker.app(scope, self.receive, self.send)
+            except asyncio.CancelledError:
+                if not self.grace_cancelled:
+                    raise  # the worker is ending
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                raise ClientDisconnected("cancelled after asgi_disconnect_grace_period") from None
             if not self.complete and not self.disconnected:
                 raise ResponseError("the app returned without completing its response"
                                     if self.started else

@@ -12,9 +12,8 @@ This module is also the app: the server imports ``tests.reliability.test_headers
 ``-k asgi`` its twin ``asgi_app``, which sends the same headers (names as written here, so the
 diff holds them to "unchanged"): a sized body is one ``http.response.body`` message with the
 app's Content-Length, a list one message without it (the server sizes it), a stream two messages
-with ``more_body``; ``write()`` maps to a sized body sent in two messages.  ASGI has no
-``wsgi.file_wrapper`` (its ``http.response.pathsend`` extension is not implemented yet): that
-case is skipped on asgi.
+with ``more_body``; ``write()`` maps to a sized body sent in two messages; ``wsgi.file_wrapper``
+maps to the ``http.response.pathsend`` extension (the server sizes the file).
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ import pytest
 
 from appserver.testing import AppServerProcess, free_port
 from tests.reliability.apps import Receive, Send, lifespan
-from tests.reliability.common import WORKER_CLASSES, app_for, is_asgi, selected_classes
+from tests.reliability.common import WORKER_CLASSES, app_for, selected_classes
 from tests.reliability.report import Recorder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,6 +109,15 @@ async def asgi_app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         return await lifespan(receive, send)
     path = scope["path"]
+    if path == "/file":
+        with tempfile.NamedTemporaryFile() as handle:
+            handle.write(BODY)
+            handle.flush()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(k.encode("latin-1"), v.encode("latin-1"))
+                                    for k, v in APP_HEADERS]})
+            await send({"type": "http.response.pathsend", "path": handle.name})
+        return None
     if path == "/write":
         status = "200 OK"
         headers = APP_HEADERS + [("Content-Length", str(len(BODY)))]
@@ -283,9 +291,6 @@ def documented_headers() -> str:
 @pytest.mark.parametrize("worker_class", selected_classes())
 def test_added_headers(servers: dict[str, str], reliability: Recorder, worker_class: str,
                        name: str) -> None:
-    if name == "file_wrapper" and is_asgi(worker_class):
-        pytest.skip("ASGI has no wsgi.file_wrapper; its http.response.pathsend extension is not "
-                    "implemented yet (docs/asgi.md, 'Not done yet')")
     address = servers[worker_class]
     request, sent, _ = CASES[name]
     status, got = fetch(address, request)
