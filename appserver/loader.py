@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import os
 import re
 import sys
@@ -112,7 +113,8 @@ def load_app(spec: str) -> Any:
     if call_args is not None:
         args, kwargs = call_args
         obj = obj(*args, **kwargs)
-    if not callable(obj):
+    # A coroutine: an async def factory called in the spec (``make_app()``), for -k aiohttp.
+    if not callable(obj) and not inspect.iscoroutine(obj):
         raise AppLoadError(f"{spec}: {attr!r} is not callable (got {type(obj).__name__})")
     return obj
 

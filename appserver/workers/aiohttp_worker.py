@@ -64,12 +64,31 @@ def _body_bytes(response: web.StreamResponse, status: str,
     return max(0, response.body_length - head)
 
 
+def _required_parameters(factory: Any) -> list[str]:
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in parameters if p.default is p.empty
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
 class AiohttpWorker(AsyncioWorker):
     runner: web.AppRunner
 
+    def kind_error(self, app: Any) -> str:
+        return ""  # neither WSGI nor ASGI: unsupported_for says what this class takes
+
     def unsupported_for(self, app: Any) -> str:
         config = self.config
-        if not isinstance(app, web.Application):
+        if inspect.iscoroutinefunction(app):
+            # aiohttp's GunicornWebWorker awaits ``myapp:make_app`` with no arguments.
+            needed = _required_parameters(app)
+            if needed:
+                return (f"-k aiohttp awaits an async def app factory with no arguments; "
+                        f"{_describe(app)} needs {', '.join(needed)}: if it is an ASGI app, "
+                        f"serve it with -k asgi")
+        elif not isinstance(app, web.Application) and not inspect.iscoroutine(app):
             kind = "an ASGI app" if app_kind_error(app, "wsgi") else "a WSGI app"
             return (f"-k aiohttp serves an aiohttp.web.Application only; {_describe(app)} looks "
                     f"like {kind}: serve it with -k asyncio or -k gthread (ASGI: -k asgi)")
@@ -86,12 +105,32 @@ class AiohttpWorker(AsyncioWorker):
         self._warn_inapplicable()
         self.loop = self._new_loop()
         asyncio.set_event_loop(self.loop)
+        if not isinstance(self.app, web.Application):
+            self.app = self._await_factory(self.app)
         self.runner = self._make_runner(self.app)
         try:
             self.loop.run_until_complete(self.runner.setup())
         except Exception:
             log.exception("worker %d: the aiohttp app's startup failed", self.pid)
             self.exit(EXIT_APP_LOAD_ERROR)
+
+    def _await_factory(self, factory: Any) -> web.Application:
+        """The Application an async def factory (or the coroutine of one called in the spec,
+        ``myapp:make_app()``) returns, awaited in the worker's loop before the runner."""
+        try:
+            made = self.loop.run_until_complete(factory if inspect.iscoroutine(factory)
+                                                else factory())
+        except Exception:
+            log.exception("worker %d: the aiohttp app factory failed", self.pid)
+            self.exit(EXIT_APP_LOAD_ERROR)
+        if not isinstance(made, web.Application):
+            log.error("worker %d cannot serve %s: the app factory returned %s, not an "
+                      "aiohttp.web.Application%s", self.pid, self.config.wsgi_app,
+                      type(made).__qualname__,
+                      " (return the runner's app; this worker makes its own runner)"
+                      if isinstance(made, web.AppRunner) else "")
+            self.exit(EXIT_APP_LOAD_ERROR)
+        return made
 
     def _warn_inapplicable(self) -> None:
         config, defaults = self.config, type(self.config)()

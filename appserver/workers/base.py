@@ -16,6 +16,7 @@ Design notes
 from __future__ import annotations
 
 import faulthandler
+import inspect
 import logging
 import os
 import random
@@ -114,8 +115,7 @@ class Worker:
                     log.exception("worker %d failed to load the app %s", self.pid,
                                   app_name(self.config))
                     self.exit(EXIT_APP_LOAD_ERROR)
-            refusal = app_kind_error(self.app, self.config.interface) or \
-                self.unsupported_for(self.app)
+            refusal = self.kind_error(self.app) or self.unsupported_for(self.app)
             if refusal:
                 log.error("worker %d cannot serve %s: %s", self.pid, self.config.wsgi_app, refusal)
                 self.exit(EXIT_APP_LOAD_ERROR)
@@ -182,6 +182,15 @@ class Worker:
             log.error("worker %d cannot set up TLS: %s", self.pid, exc,
                       exc_info=not isinstance(exc, tls.TLSError))
             self.exit(EXIT_BOOT_ERROR)
+
+    def kind_error(self, app: Any) -> str:
+        """Why ``app`` is not of the kind ``--interface`` says ("" when it is); the aiohttp class,
+        which takes neither WSGI nor ASGI apps, says it in :meth:`unsupported_for` instead."""
+        if inspect.iscoroutine(app):
+            app.close()  # never awaited: no "was never awaited" warning
+            return ("the app is a coroutine (what an async def factory returns when called): "
+                    "only -k aiohttp awaits an app factory; make the factory a plain def")
+        return app_kind_error(app, self.config.interface)
 
     def unsupported_for(self, app: Any) -> str:
         """Why this class cannot serve ``app`` with these settings ("" when it can): checked

@@ -67,3 +67,25 @@ def failing_app() -> web.Application:
     broken = web.Application()
     broken.on_startup.append(_unreachable)
     return broken
+
+
+async def make_app() -> web.Application:
+    """An ``async def`` factory, as aiohttp's GunicornWebWorker takes it (``aiohttp_app:make_app``):
+    awaited in the worker's loop, so it can open what the app needs first."""
+    await asyncio.sleep(0)
+    made = web.Application()
+    made["made_in"] = os.getpid()
+
+    async def factory(request: web.Request) -> web.Response:
+        return web.json_response({"made_in": request.app["made_in"], "pid": os.getpid()})
+
+    made.add_routes([web.get("/", hello), web.get("/factory", factory)])
+    return made
+
+
+async def not_an_app() -> str:
+    return "oops"
+
+
+async def asgi_app(scope: object, receive: object, send: object) -> None:
+    raise AssertionError("never served under -k aiohttp")

@@ -12,13 +12,10 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import shutil
 import signal
 import socket
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,22 +36,6 @@ APP = "aiohttp_app:app"
 FAST = ("--graceful-timeout", "5", "--timeout", "20")
 ACCESS = re.compile(r'^(\S+) - - \[[^]]+\] "(\w+) (\S+) HTTP/1\.1" (\d{3}) (\d+) "-" "([^"]*)"$',
                     re.M)
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ah-", dir="/tmp"))  # short: unix socket paths
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def launcher(workdir: Path) -> Iterator[Launcher]:
-    launcher = Launcher(workdir)
-    try:
-        yield launcher
-    finally:
-        launcher.close()
 
 
 def start(launcher: Launcher, *options: str, app: str = APP, **kwargs: object) -> Server:
@@ -174,6 +155,44 @@ def test_a_wsgi_app_is_refused_at_start(launcher: Launcher) -> None:
     log = server.log()
     assert "-k aiohttp serves an aiohttp.web.Application only" in log
     assert "-k asyncio or -k gthread" in log
+
+
+@pytest.mark.parametrize("spec", ["aiohttp_app:make_app", "aiohttp_app:make_app()"])
+def test_an_async_def_factory_is_awaited_in_the_worker(launcher: Launcher, spec: str) -> None:
+    """aiohttp's GunicornWebWorker takes ``myapp:make_app`` with make_app an ``async def``
+    returning the Application: the factory (or the coroutine of the call) is awaited in each
+    worker's loop, not taken for an ASGI app."""
+    server = start(launcher, app=spec, bind="tcp", workers=2)
+    for _ in range(20):
+        status, body = tcp_get(server, "/factory")
+        assert status == 200, body
+        reply = json.loads(body)
+        assert reply["made_in"] == reply["pid"]  # built in the worker, not in the master
+    assert tcp_get(server, "/")[0] == 200
+    assert "never awaited" not in server.log()
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("aiohttp_app:not_an_app", "the app factory returned str, not an aiohttp.web.Application"),
+    ("aiohttp_app:asgi_app", "awaits an async def app factory with no arguments; "
+                             "aiohttp_app.asgi_app needs scope, receive, send"),
+])
+def test_an_async_callable_that_is_no_factory_is_refused(launcher: Launcher, spec: str,
+                                                         message: str) -> None:
+    server = start(launcher, app=spec, bind="tcp", workers=1, wait=False)
+    assert server.wait_exit(20) == 4
+    assert message in server.log()
+    assert not server.booted()
+
+
+def test_only_aiohttp_awaits_an_async_factorys_coroutine(launcher: Launcher) -> None:
+    """``make_app()`` of an async def factory is a coroutine: the other classes refuse it at
+    start (without a "never awaited" warning) instead of serving it as a WSGI app."""
+    server = launcher.start("-k", "asgi", *FAST, app="aiohttp_app:make_app()", bind="tcp",
+                            workers=1, wait=False, env={"PYTHONPATH": str(HERE)})
+    assert server.wait_exit(20) == 4
+    log = server.log()
+    assert "only -k aiohttp awaits an app factory" in log and "never awaited" not in log
 
 
 def test_settings_aiohttp_cannot_apply_are_named(launcher: Launcher) -> None:

@@ -1,6 +1,9 @@
-"""Starlette and FastAPI apps for tests/asgi/test_frameworks.py (imported by the server as
-``frameworks``): JSON, streaming, a streamed upload, a form upload, background tasks and lifespan
-state.  A background task writes to the file named by ``$ASGI_BG_MARK``."""
+"""Starlette and FastAPI apps for tests/asgi/test_frameworks.py and test_through_nginx.py
+(imported by the server as ``frameworks``): JSON, streaming, a streamed upload, a form upload,
+background tasks, lifespan state, a WebSocket echo and a long stream that waits for the client to
+go away.  A background task writes to the file named by ``$ASGI_BG_MARK``; the long stream writes
+``disconnect <framework>`` to the file named by ``$ASGI_DISCONNECT_MARK`` when it sees
+``http.disconnect``."""
 
 from __future__ import annotations
 
@@ -16,11 +19,12 @@ from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 
-def _mark(text: str) -> None:
-    path = os.environ.get("ASGI_BG_MARK")
+def _mark(text: str, variable: str = "ASGI_BG_MARK") -> None:
+    path = os.environ.get(variable)
     if path:
         with open(path, "a") as fh:
             fh.write(text + "\n")
@@ -34,6 +38,26 @@ async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
 async def _numbers(count: int) -> AsyncIterator[bytes]:
     for i in range(count):
         yield b"%d\n" % i
+
+
+async def _until_disconnect(request: Request, name: str) -> AsyncIterator[bytes]:
+    """A stream that sends a first part, then waits for more to send (a server-sent-events
+    feed with nothing new): with nothing sent meanwhile, only ``http.disconnect`` from
+    ``receive()`` tells the app that the client went away (Starlette itself does not listen
+    for it under ASGI spec 2.4)."""
+    yield b"x" * 16384
+    while (await request.receive())["type"] != "http.disconnect":
+        pass  # the (empty) request body
+    _mark(f"disconnect {name}", "ASGI_DISCONNECT_MARK")
+
+
+async def _echo_websocket(websocket: WebSocket) -> None:
+    await websocket.accept()
+    try:
+        while True:
+            await websocket.send_text("echo: " + await websocket.receive_text())
+    except WebSocketDisconnect:
+        pass
 
 
 # ---- Starlette ------------------------------------------------------------------------------
@@ -80,10 +104,17 @@ async def headers(request: Request) -> JSONResponse:
                          "client": request.client and request.client.host})
 
 
+async def until_disconnect(request: Request) -> StreamingResponse:
+    return StreamingResponse(_until_disconnect(request, "starlette"),
+                             media_type="application/octet-stream",
+                             headers={"X-Accel-Buffering": "no"})
+
+
 starlette_app = Starlette(routes=[
     Route("/", home), Route("/json", echo_json, methods=["POST"]), Route("/stream", stream),
     Route("/upload", upload, methods=["POST"]), Route("/form", form, methods=["POST"]),
     Route("/background", background), Route("/headers", headers),
+    Route("/until-disconnect", until_disconnect), WebSocketRoute("/ws/echo", _echo_websocket),
 ], lifespan=lifespan)
 
 
@@ -133,3 +164,15 @@ async def fast_background(tasks: BackgroundTasks) -> dict[str, str]:
 @fastapi_app.get("/sync")
 def fast_sync() -> dict[str, str]:  # a plain def: FastAPI runs it in its thread pool
     return {"sync": "ok"}
+
+
+@fastapi_app.get("/until-disconnect")
+async def fast_until_disconnect(request: FastRequest) -> StreamingResponse:
+    return StreamingResponse(_until_disconnect(request, "fastapi"),
+                             media_type="application/octet-stream",
+                             headers={"X-Accel-Buffering": "no"})
+
+
+@fastapi_app.websocket("/ws/echo")
+async def fast_websocket(websocket: WebSocket) -> None:
+    await _echo_websocket(websocket)

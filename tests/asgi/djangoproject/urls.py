@@ -8,4 +8,5 @@ urlpatterns = [
     path("upload", views.upload),
     path("form", views.form),
     path("notes", views.notes),
+    path("until-disconnect", views.until_disconnect),
 ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import os
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
@@ -54,3 +56,21 @@ async def notes(request: HttpRequest) -> HttpResponse:
                                              .values_list("text", flat=True)))()
     count = await sync_to_async(Note.objects.count)()
     return JsonResponse({"count": count, "texts": texts})
+
+
+async def until_disconnect(request: HttpRequest) -> HttpResponse:
+    async def waiting() -> AsyncIterator[bytes]:
+        yield b"x" * 16384
+        try:
+            await asyncio.sleep(60)  # nothing more to send for a long time
+        except asyncio.CancelledError:
+            # Django's handler cancels the view's task when receive() gives http.disconnect.
+            path = os.environ.get("ASGI_DISCONNECT_MARK")
+            if path:
+                with open(path, "a") as fh:
+                    fh.write("disconnect django\n")
+            raise
+
+    response = StreamingHttpResponse(waiting(), content_type="application/octet-stream")
+    response["X-Accel-Buffering"] = "no"
+    return response
