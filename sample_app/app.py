@@ -194,7 +194,12 @@ def upload(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     content_type = environ.get("CONTENT_TYPE", "")
     if not content_type.lower().startswith("multipart/form-data"):
         raise HTTPError("415 Unsupported Media Type", "send multipart/form-data")
-    body = read_body(environ)
+    return _json(start_response, upload_summary(read_body(environ), content_type))
+
+
+def upload_summary(body: bytes, content_type: str) -> dict[str, Any]:
+    """What /upload answers (the ASGI twin answers the same): each file's name, type, size and
+    SHA-256, the plain fields, and the body's size."""
     files, fields = [], {}
     for part in parse_multipart(body, content_type):
         if part["filename"] is None:
@@ -203,8 +208,7 @@ def upload(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         files.append({"field": part["name"], "filename": part["filename"],
                       "content_type": part["content_type"], "size": len(part["data"]),
                       "sha256": hashlib.sha256(part["data"]).hexdigest()})
-    return _json(start_response, {"files": files, "fields": fields,
-                                  "body_bytes": len(body)})
+    return {"files": files, "fields": fields, "body_bytes": len(body)}
 
 
 def stream(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:

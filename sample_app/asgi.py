@@ -31,7 +31,6 @@ Design notes
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import json
 import os
@@ -54,7 +53,7 @@ from sample_app.app import (
     STREAM_MAX_LINES,
     HTTPError,
     home_html,
-    parse_multipart,
+    upload_summary,
 )
 from sample_app.chat import SOCKET_PATH, chat_html, parse_message
 
@@ -122,16 +121,7 @@ async def upload(request: Request) -> Response:
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
         raise HTTPError("415 Unsupported Media Type", "send multipart/form-data")
-    body = await read_body(request)
-    files, fields = [], {}
-    for part in parse_multipart(body, content_type):
-        if part["filename"] is None:
-            fields[part["name"]] = part["data"].decode("utf-8", "replace")
-            continue
-        files.append({"field": part["name"], "filename": part["filename"],
-                      "content_type": part["content_type"], "size": len(part["data"]),
-                      "sha256": hashlib.sha256(part["data"]).hexdigest()})
-    return _json({"files": files, "fields": fields, "body_bytes": len(body)})
+    return _json(upload_summary(await read_body(request), content_type))
 
 
 async def stream(request: Request) -> Response:

@@ -11,27 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.server.conftest import launcher, workdir
 from tests.server.harness import Launcher, Server, UnixHTTPConnection
+
+__all__ = ["launcher", "workdir"]  # the server suite's fixtures, shared
 
 HERE = Path(__file__).resolve().parent
 ENV = {"PYTHONPATH": str(HERE)}
 TRANSPORTS = ["unix", "tcp"]
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="aa-", dir="/tmp"))  # short: unix socket paths
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def launcher(workdir: Path) -> Iterator[Launcher]:
-    launcher = Launcher(workdir)
-    try:
-        yield launcher
-    finally:
-        launcher.close()
 
 
 @pytest.fixture(scope="module")
