@@ -50,6 +50,14 @@ _SLACK = 4096  # room for the request line's method, version and CRLFs beyond th
 _STATE_HEAD, _STATE_BODY, _STATE_UPGRADE, _STATE_ERROR, _STATE_CLOSED, _STATE_BAD_METHOD = range(6)
 
 
+class _NoCallbacks:
+    """What a released parser's llhttp parser calls back: nothing."""
+
+
+# Stands in for a released parser's llhttp parser; never fed (feed() stops at _STATE_CLOSED).
+_INERT = httptools.HttpRequestParser(_NoCallbacks())
+
+
 class RequestParser:
     """Turns the bytes a client sends into :mod:`~appserver.http.events`."""
 
@@ -99,6 +107,17 @@ class RequestParser:
         self._fresh = True
 
     # ---- public API -------------------------------------------------------------------------
+
+    def release(self) -> None:
+        """The connection is over: nothing more is parsed.  llhttp's parser holds this object's
+        callbacks (bound methods), a reference cycle that would leave the parser, and the last
+        request's head in it, to the cyclic garbage collector -- for a worker that closes
+        every connection (sync) that is a collection every few dozen requests.  Dropping
+        llhttp's parser frees them all by reference counting."""
+        self._parser = _INERT
+        self._state = _STATE_CLOSED
+        self._events.clear()
+        self._head = self._first_head = None
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``; raises :class:`ProtocolError` for input a server must reject (or, when

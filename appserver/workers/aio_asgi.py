@@ -73,7 +73,9 @@ class ASGIBody:
                  "continue_pending")
 
     def __init__(self, cycle: ASGICycle, expect_continue: bool) -> None:
-        self.cycle = cycle
+        # Cleared when the request is over (ASGICycle._release): no reference cycle is left,
+        # so a request's objects are freed at once rather than by the garbage collector.
+        self.cycle: ASGICycle | None = cycle
         self.pieces: deque[bytes] = deque()
         self.buffered = 0
         self.taken = 0
@@ -86,17 +88,21 @@ class ASGIBody:
         """Queue a piece; False when the connection should stop reading for now."""
         self.pieces.append(data)
         self.buffered += len(data)
-        self.cycle.wake()
+        if self.cycle is not None:
+            self.cycle.wake()
         return self.buffered < HIGH_WATER
 
     def finish(self, error: BaseException | None = None) -> None:
+        cycle = self.cycle
         if isinstance(error, ProtocolError):
             self.error = error
         elif error is not None:
             self.gone = True
-            self.cycle.client_gone()
+            if cycle is not None:
+                cycle.client_gone()
         self.done = True
-        self.cycle.wake()
+        if cycle is not None:
+            cycle.wake()
 
 
 class ASGICycle:
@@ -151,10 +157,20 @@ class ASGICycle:
             keep_alive, out = False, b""
         except BaseException:  # cancelled: the worker is ending
             self._stop_grace_timer()
+            self._release()
             self.protocol.request_done(False, b"")
             raise
         self._stop_grace_timer()
+        self._release()
         self.protocol.request_done(keep_alive, out)
+
+    def _release(self) -> None:
+        """Break the request's reference cycles (body <-> cycle, the head's keep-alive veto):
+        freed by reference counting, a request leaves nothing for the cyclic garbage collector,
+        whose passes over a whole request's objects cost several per cent of a small
+        request's CPU."""
+        self.body.cycle = None
+        self.response.before_head = None
 
     def _stop_grace_timer(self) -> None:
         if self.grace_timer is not None:

@@ -159,6 +159,7 @@ class HTTPProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.parser.release()
         self.writing_paused = False
         if self._can_write is not None:
             self._can_write.set()  # wake a writer: it will find the connection gone

@@ -137,6 +137,11 @@ class RequestCycle:
         except Exception:  # run() catches what it expects
             log.exception("unexpected error in a request")
             keep_alive, out = False, b""
+        # Break the cycles through the response (its send and keep-alive veto are this
+        # cycle's methods): the request's objects are then freed by reference counting, not
+        # left to the cyclic garbage collector.  A write() the app kept fails from now on.
+        self.response.send = _response_complete
+        self.response.before_head = None
         self.protocol.request_done(keep_alive, out)
 
     def run(self) -> tuple[bool, bytes]:
@@ -203,3 +208,6 @@ class RequestCycle:
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"<RequestCycle {self.head!r}>"
 
+
+def _response_complete(data: bytes) -> None:
+    raise ResponseError("write() after the response was complete")

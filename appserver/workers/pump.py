@@ -477,6 +477,7 @@ class Connection:
         if self.closed:
             return CLOSED
         self.closed = True
+        self.parser.release()
         try:
             if linger:
                 lingering_close(self.sock, self.state.beat)
