@@ -1,9 +1,12 @@
 """The compose suite: `docker compose up` from this repository, on a private Docker engine.
 
-Every sample_app endpoint through the port published on 127.0.0.1 (never a container's address),
-both health checks, the app server as a non-root user, nginx's workers able to write to the
-socket, and a `docker compose down` that stops the app server gracefully within its stop grace
-period.  The last test takes the stack down; keep it last.
+Each test runs against both stacks (conftest.STACKS): settings.toml's (`docker compose up`, the
+WSGI sample app) and settings.asgi.toml's (`docker compose -f deploy/asgi/compose.yaml up`, its
+Starlette twin).  Every sample_app endpoint through the port published on 127.0.0.1 (never a
+container's address), both health checks, the app server as a non-root user serving the app
+its settings name, nginx's workers able to write to the socket, a chat round trip over
+WebSockets, and a `docker compose down` that stops the app server gracefully within its stop
+grace period.  The last test takes the stack down; keep it last.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import re
 import subprocess
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import requests
+from websockets.sync.client import ClientConnection, connect
 
 from appserver.bundle.plan import APP_UID, DOCKER_SOCKET_DIR, NGINX_UID, SOCKET_NAME, docker_plan
 
@@ -96,6 +101,46 @@ def test_nginx_workers_can_write_to_the_socket(deployment: Deployment) -> None:
     # And they do connect: the app answers through nginx.
     response = requests.get(deployment.url + "/api/info", timeout=10)
     assert response.headers["X-Served-By"] == "sample_app"
+
+
+def test_the_app_server_serves_the_app_its_settings_name(deployment: Deployment) -> None:
+    app = deployment.loaded.settings.app
+    config = deployment.exec("app", "cat", "/etc/appserver/appserver.toml")
+    assert f'wsgi_app = "{app.module}"' in config
+    info = requests.get(deployment.url + "/api/info", timeout=10).json()
+    if app.interface == "asgi":
+        assert 'worker_class = "asyncio"\ninterface = "asgi"\n' in config
+        assert info["server_software"].startswith("ASGI 3.0"), info
+    else:
+        assert 'interface = "asgi"' not in config
+        assert info["server_software"].startswith("appserver/"), info
+
+
+def test_the_chat_round_trip_through_the_published_port(deployment: Deployment) -> None:
+    """Two clients of /ws/chat (nginx's WebSocket location, then the app's WebSockets): each
+    hears the other join, a message reaches both, and the one who stays hears the other leave."""
+    url = deployment.url.replace("http://", "ws://") + "/ws/chat"
+
+    def events(ws: ClientConnection, count: int) -> list[dict[str, Any]]:
+        return [json.loads(ws.recv(timeout=10)) for _ in range(count)]
+
+    with connect(url, open_timeout=10, close_timeout=10) as alice:
+        welcome, joined = events(alice, 2)
+        assert welcome["type"] == "welcome" and joined["event"] == "join", (welcome, joined)
+        # One worker (the settings say why): the chat runs in the process /api/info reports.
+        info = requests.get(deployment.url + "/api/info", timeout=10).json()
+        assert welcome["worker"] == info["pid"]
+        with connect(url, open_timeout=10, close_timeout=10) as bob:
+            bob_welcome, _ = events(bob, 2)
+            assert bob_welcome["clients"] == 2
+            assert events(alice, 1)[0]["name"] == bob_welcome["name"]  # bob joined
+            bob.send(json.dumps({"name": "Bob", "text": "through compose"}))
+            for ws in (alice, bob):
+                message = events(ws, 1)[0]
+                assert (message["type"], message["name"], message["text"]) == (
+                    "message", "Bob", "through compose")
+        left = events(alice, 1)[0]
+        assert (left["event"], left["name"], left["clients"]) == ("leave", bob_welcome["name"], 1)
 
 
 def test_down_stops_the_app_server_gracefully(deployment: Deployment) -> None:
