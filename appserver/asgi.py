@@ -44,24 +44,83 @@ LIFESPAN_ASGI = {"version": "3.0", "spec_version": "2.0"}
 
 def http_extensions() -> dict[str, Any]:
     """The ``extensions`` of an ``http`` scope (a fresh dict each time: apps may change it)."""
-    return {"http.response.pathsend": {}, "http.response.trailers": {}}
+    return {"http.response.pathsend": {}, "http.response.zerocopysend": {},
+            "http.response.trailers": {}}
 
 
 def is_asgi_app(app: Any) -> bool:
     """An ASGI 3.0 callable: a coroutine function, or an object whose ``__call__`` is one
     (Starlette, FastAPI, Django's ASGIHandler, Quart, middleware classes)."""
+    return _async_callable(app) is not None
+
+
+def _async_callable(app: Any) -> Any:
+    """The coroutine function ``app`` is called through (itself, or its ``__call__``), or None."""
     if inspect.iscoroutinefunction(app):
-        return True
+        return app
     call = getattr(app, "__call__", None)  # noqa: B004 - the bound method, not callable()
-    return call is not None and inspect.iscoroutinefunction(call)
+    return call if call is not None and inspect.iscoroutinefunction(call) else None
+
+
+def asgi_signature_error(app: Any) -> str:
+    """Why the async callable ``app`` cannot be called as ``app(scope, receive, send)`` ("" when
+    it can, or when its signature cannot be read).  A zero-argument ``async def`` is an app
+    factory (``async def create_app(): return app``): called per request it would fail on
+    every one, so it is named as a factory and the spec that awaits it is given."""
+    call = _async_callable(app)
+    if call is None:
+        return ""
+    try:
+        signature = inspect.signature(call)
+    except (TypeError, ValueError):  # a C callable, an odd wrapper: trust it
+        return ""
+    try:
+        signature.bind(None, None, None)
+    except TypeError:
+        pass
+    else:
+        return ""
+    try:
+        signature.bind()
+    except TypeError:
+        factory = False
+    else:
+        factory = call is app  # (an object's __call__() is no factory)
+    if not factory:
+        return (f"{_describe(app)}{signature} is async but cannot be called as "
+                "app(scope, receive, send): an ASGI 3.0 app takes exactly those three "
+                "arguments (ASGI 2 apps, app(scope) returning a coroutine, are not supported)")
+    spec = f"{getattr(app, '__module__', '?')}:{getattr(app, '__qualname__', '?')}()"
+    return (f"{_describe(app)}{signature} is an async def without (scope, receive, send): an "
+            f"app factory, not an ASGI app; call it in the app spec, '{spec}' (as "
+            "gunicorn's MODULE:factory()), and the worker awaits it once at start-up and "
+            "serves the app it returns")
+
+
+def _takes_no_arguments(function: Any) -> bool:
+    try:
+        inspect.signature(function).bind()
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def app_kind_error(app: Any, interface: str) -> str:
     """Why ``app`` cannot be served with this ``interface`` ("" when it can)."""
     if interface == "asgi" and not is_asgi_app(app):
+        kind = type(app)
+        if kind.__module__.startswith("aiohttp.") and kind.__name__ == "Application":
+            return (f"{_describe(app)} is an aiohttp.web.Application, not an ASGI app: serve "
+                    "it with -k aiohttp")
+        if inspect.isfunction(app) and _takes_no_arguments(app):
+            return (f"{_describe(app)}() takes no arguments: an app factory, not an app; call "
+                    f"it in the app spec, '{app.__module__}:{app.__qualname__}()' (as "
+                    "gunicorn's MODULE:factory(); uvicorn's --factory)")
         return ("interface 'asgi' (-k asgi) needs an ASGI app: async def app(scope, receive, "
                 f"send) or an object with such a __call__; got {_describe(app)}, which looks "
                 "like a WSGI app (serve it with -k asyncio, gthread, ...)")
+    if interface == "asgi":
+        return asgi_signature_error(app)
     if interface == "wsgi" and is_asgi_app(app):
         return (f"{_describe(app)} is an ASGI app (an async callable): serve it with -k asgi "
                 "(or --interface asgi on the asyncio class)")

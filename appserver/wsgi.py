@@ -12,7 +12,7 @@ import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import unquote_to_bytes
 
 from .forwarded import DEFAULT_FORWARDER_HEADERS, ForwardedTrust, SchemeConflict
@@ -340,8 +340,9 @@ class Response:
         # Called just before the head is serialised: the connection may veto keep-alive then.
         self.before_head: Callable[[Response], None] | None = None
 
-    def start_response(self, status: str, headers: list[tuple[str, str]],
+    def start_response(self, status: object, headers: object,
                        exc_info: ExcInfo | None = None) -> Callable[[bytes], None]:
+        # (``object``: what an app passes is checked here, see check_status.)
         if exc_info is not None:
             try:
                 if self.headers_sent:
@@ -353,9 +354,9 @@ class Response:
         code = check_status(status)
         if type(headers) is not list:  # noqa: E721
             raise ResponseError(f"headers must be a list, got {type(headers).__name__}")
-        return self.start(code, status, headers)
+        return self.start(code, cast(str, status), headers)
 
-    def start(self, code: int, status: str, headers: list[tuple[str, str]],
+    def start(self, code: int, status: str, headers: list[Any],
               checked: bool = False) -> Callable[[bytes], None]:
         """start_response after the status line was checked (the ASGI path has an int);
         ``checked``: the caller has made sure every header is a (name, value) tuple that
@@ -437,7 +438,7 @@ class Response:
         self.bytes_sent += len(data)
         return chunk(data) if self.chunked else data
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: object) -> None:
         """The legacy ``write()`` callable returned by start_response."""
         if type(data) is not bytes:  # noqa: E721
             raise ResponseError(f"write() takes bytes, got {type(data).__name__}")
@@ -458,16 +459,18 @@ class Response:
         return b""
 
 
-def write_body(response: Response, result: Iterable[bytes], send: Callable[[bytes], None]) -> None:
+def write_body(response: Response, result: Iterable[object],
+               send: Callable[[bytes], None]) -> None:
     """Send the app's body through ``response``'s framing.  A list or tuple (the common case)
     goes out as one write with a computed Content-Length; an iterator chunk by chunk, and the
     head waits for the first non-empty chunk (PEP 3333)."""
     if type(result) in (list, tuple) and not response.headers_sent:
-        parts: list[bytes] = list(result)
+        parts = list(result)
         for part in parts:
             if type(part) is not bytes:  # noqa: E721
                 raise ResponseError(f"the app returned {type(part).__name__}, not bytes")
-        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        checked = cast(list[bytes], parts)
+        body = checked[0] if len(checked) == 1 else b"".join(checked)
         head = response.head(len(body))
         framed = response.frame(body)
         if len(framed) > 65536:

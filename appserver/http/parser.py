@@ -122,8 +122,11 @@ class RequestParser:
     def feed(self, data: bytes) -> None:
         """Parse ``data``; raises :class:`ProtocolError` for input a server must reject (or, when
         events parsed before the bad bytes are queued, leaves it to ``next_event()``)."""
-        if self._error is not None:
-            raise self._error
+        # A local, not a narrowed self._error: an llhttp callback may set it during this call,
+        # and the compiled build would trust mypy's "None" for the rest of the function.
+        error = self._error
+        if error is not None:
+            raise error
         if not data:
             return  # llhttp would report an empty piece of body
         state = self._state

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -55,13 +56,40 @@ class AsyncioWorker(Worker):
     lifespan_state: dict[str, Any] | None = None
     _early_loop: asyncio.AbstractEventLoop | None = None
 
+    def made_app(self, app: Any) -> Any:
+        """ASGI: an async factory called in the app spec (``'main:create_app()'``, gunicorn's
+        MODULE:factory() form) gave a coroutine; it is awaited here, once, in the loop that
+        will serve (so what it makes belongs to that loop), beating the heartbeat meanwhile as
+        the lifespan startup does.  Its result is then checked as any app is."""
+        if self.config.interface != "asgi" or not inspect.iscoroutine(app):
+            return app
+        self._early_loop = self._new_loop()
+        asyncio.set_event_loop(self._early_loop)
+        try:
+            made = self._early_loop.run_until_complete(self._await_app_factory(app))
+        except BaseException:
+            log.exception("worker %d: the ASGI app factory %s failed", self.pid,
+                          self.config.wsgi_app)
+            self.exit(EXIT_APP_LOAD_ERROR)
+        log.debug("worker %d: the app factory %s made %r", self.pid, self.config.wsgi_app, made)
+        return made
+
+    async def _await_app_factory(self, factory: Coroutine[Any, Any, Any]) -> Any:
+        task = asyncio.ensure_future(factory)
+        while True:
+            self.heartbeat.beat()
+            done, _ = await asyncio.wait([task], timeout=0.25)
+            if done:
+                return task.result()
+
     def before_serving(self) -> None:
         """ASGI: the loop now, and the lifespan startup in it, before the worker is booted."""
         if self.config.interface != "asgi":
             return
         self.cycle_class = ASGICycle
         self.scopes = ScopeBuilder(self.state.wsgi)
-        self._early_loop = self._new_loop()
+        if self._early_loop is None:  # (made_app may have made it for a factory)
+            self._early_loop = self._new_loop()
         asyncio.set_event_loop(self._early_loop)
         if self.config.asgi_lifespan == "off":
             return

@@ -21,10 +21,12 @@ Design notes
   high-water mark ``send()`` waits for it to drain (``--header-timeout`` without progress: the
   client is gone).  On a closed connection ``send()`` raises :class:`ClientDisconnected`, an
   ``OSError`` (spec 2.4), which Starlette turns into its ClientDisconnect.
-* Extensions (docs/asgi.md, "Extensions"): ``http.response.pathsend`` sends a file with
-  ``loop.sendfile`` (a copy under flow control where the loop or transport has none: uvloop,
-  TLS); ``trailers: True`` holds the last chunk back for ``http.response.trailers`` when the
-  client sent ``TE: trailers`` and the body is chunked, and drops the trailers otherwise.
+* Extensions (docs/asgi.md, "Extensions"): ``http.response.pathsend`` (a path, opened off
+  the loop) and ``http.response.zerocopysend`` (the app's open file, offset, count, more
+  body) send a file with ``loop.sendfile`` (a copy under flow control where the loop or
+  transport has none: uvloop, TLS), both through :mod:`.aio_sendfile`; ``trailers: True``
+  holds the last chunk back for ``http.response.trailers`` when the client sent ``TE:
+  trailers`` and the body is chunked, and drops the trailers otherwise.
 * A client that goes away while the response is incomplete gives the app
   ``asgi_disconnect_grace_period`` seconds before its task is cancelled (:meth:`client_gone`);
   that cancellation ends the request as a disconnect, not as the worker's end.
@@ -38,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import stat
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,8 @@ from ..http.events import ProtocolError, RequestHead
 from ..http.response import CONTINUE, ResponseError, error_response
 from ..wsgi import InputStream, Response, build_environ
 from .aio_request import HIGH_WATER, ClientGone
+from .aio_sendfile import current_position, open_regular, regular_size, send_file_body
+from .disconnect import ClientDisconnected
 from .linger import can_keep_alive
 
 if TYPE_CHECKING:
@@ -56,10 +59,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("appserver.worker")
 
 DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
-
-
-class ClientDisconnected(OSError):
-    """``send()`` on a connection the client has closed (ASGI HTTP spec 2.4)."""
 
 
 def _no_body() -> bytes:
@@ -290,6 +289,8 @@ class ASGICycle:
             self.started = True
         elif kind == "http.response.pathsend":
             await self._pathsend(message)
+        elif kind == "http.response.zerocopysend":
+            await self._zerocopysend(message)
         elif kind == "http.response.trailers":
             if not self.trailers:
                 raise RuntimeError("http.response.trailers without trailers: True in "
@@ -337,9 +338,9 @@ class ASGICycle:
         return response.finish()
 
     async def _pathsend(self, message: Message) -> None:
-        """``http.response.pathsend``: the whole body is the file at ``path``; sent with
-        ``loop.sendfile`` (the kernel's sendfile on the default loop), else read in chunks
-        with flow control (uvloop, TLS)."""
+        """``http.response.pathsend``: the whole body is the file at ``path``, opened and
+        stat-ed in the loop's default executor, then sent by :mod:`.aio_sendfile`
+        (``loop.sendfile``, or a copy with flow control on uvloop and TLS)."""
         if not self.started:
             raise RuntimeError("http.response.pathsend before http.response.start")
         if self.response.headers_sent or self.body_done or self.complete:
@@ -350,58 +351,55 @@ class ASGICycle:
                                 f"got {path!r}")
         if self.disconnected:
             raise ClientDisconnected("the client has closed the connection")
-        response = self.response
-        with open(path, "rb") as handle:  # noqa: ASYNC230 - one open(), no read
-            st = os.fstat(handle.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise ResponseError(f"http.response.pathsend: {path!r} is not a regular file")
-            size = st.st_size
-            head = response.head(None if self._trailers_wanted() else size)
-            count = size if response.content_length is None else \
-                min(size, response.content_length)
-            self._write(head)
-            if response.body_allowed and count:
-                if response.chunked:
-                    self._write(b"%x\r\n" % count)
-                sent = await self._send_file(handle, count)
-                response.bytes_sent += sent
-                if sent < count:
-                    response.keep_alive = False
-                    raise ClientDisconnected("the client went away during the file")
-                if response.chunked:
-                    self._write(b"\r\n")
+        handle, size = await open_regular(path, "http.response.pathsend")
+        with handle:
+            response = self.response
+            self._write(response.head(None if self._trailers_wanted() else size))
+            await send_file_body(self, handle, 0, size)
         self._write(self._end_body())
 
-    async def _send_file(self, handle: Any, count: int) -> int:
+    async def _zerocopysend(self, message: Message) -> None:
+        """``http.response.zerocopysend``: ``count`` bytes (default: to the end) of the app's
+        open ``file`` from ``offset`` (default: its position) as a body message: with
+        ``more_body`` more messages (body or zerocopysend) follow, and the body is chunked
+        unless the app gave a Content-Length; a lone last message gets its Content-Length,
+        as a single ``http.response.body`` does.  The app closes the file."""
+        kind = "http.response.zerocopysend"
+        if not self.started:
+            raise RuntimeError(f"{kind} before http.response.start")
+        if self.complete or self.body_done:
+            raise RuntimeError(f"{kind} after the last body message")
+        file = message.get("file")
+        fileno = getattr(file, "fileno", None)
+        if fileno is None:
+            raise ResponseError(f"{kind}: file must be an open file with fileno(), "
+                                f"got {type(file).__name__}")
+        offset, count = message.get("offset"), message.get("count")
+        for name, value in (("offset", offset), ("count", count)):
+            if value is not None and (type(value) is not int or value < 0):  # noqa: E721
+                raise ResponseError(f"{kind}: {name} must be an int >= 0, got {value!r}")
+        more = bool(message.get("more_body", False))
+        if self.disconnected:
+            raise ClientDisconnected("the client has closed the connection")
+        fd = fileno()
+        size = regular_size(fd, kind)
+        if offset is None:
+            offset = current_position(file, fd)
+        available = max(size - offset, 0)
+        count = available if count is None else min(count, available)
+        response = self.response
+        if not response.headers_sent:
+            self._write(response.head(None if more or self._trailers_wanted() else count))
+        await send_file_body(self, file, offset, count)
+        if not more:
+            self._write(self._end_body())
+            return
         protocol = self.protocol
-        transport = protocol.transport
-        if transport is None or protocol.closed:
-            return 0
-        loop = protocol.loop
-        try:
-            return await loop.sendfile(transport, handle, 0, count, fallback=False)
-        except (NotImplementedError, asyncio.SendfileNotAvailableError):
-            pass  # uvloop, TLS: copy below
-        except OSError as exc:
-            log.debug("sendfile to %s failed: %r", protocol.peer_text(), exc)
-            return 0
-        handle.seek(0)
-        sent = 0
-        timeout = protocol.worker.config.header_timeout
-        while sent < count:
-            if self.disconnected:
-                break
-            data = handle.read(min(262144, count - sent))  # noqa: ASYNC230 - a local file
-            if not data:
-                break
-            self._write(data)
-            sent += len(data)
-            if protocol.writing_paused:
-                try:
-                    await asyncio.wait_for(protocol.drain(), timeout)
-                except TimeoutError:
-                    raise ClientDisconnected("the client stopped reading") from None
-        return sent
+        if protocol.writing_paused:
+            try:
+                await asyncio.wait_for(protocol.drain(), protocol.worker.config.header_timeout)
+            except TimeoutError:
+                raise ClientDisconnected("the client stopped reading") from None
 
     def _write(self, data: bytes) -> None:
         protocol = self.protocol
@@ -425,9 +423,12 @@ class ASGICycle:
                 environ = build_environ(state.wsgi, head, InputStream(_no_body),
                                         peer=protocol.peer, local=protocol.local,
                                         is_unix=protocol.is_unix)
-        except ProtocolError as exc:  # contradictory scheme headers, a refused header name
-            log.info("bad request from %s: %s", protocol.peer_text(), exc)
-            return False, error_response(exc.status, exc.detail)
+        except ProtocolError as bad:  # contradictory scheme headers, a refused header name
+            # (One name per exception type in a function: mypyc gives each name one type.)
+            log.info("bad request from %s: %s", protocol.peer_text(), bad)
+            if state.metrics is not None:  # it ends here (no access-log call)
+                state.metrics.done(head.method, str(bad.status), 0, 0, 0.0)
+            return False, error_response(bad.status, bad.detail)
         if scope is None:
             scope = scope_from_environ(environ, head, state.wsgi.header_map, protocol.local,
                                        worker.lifespan_state)
@@ -449,8 +450,8 @@ class ASGICycle:
                 raise ResponseError("the app returned without completing its response"
                                     if self.started else
                                     "the app returned without sending a response")
-        except (ClientDisconnected, ClientGone, ConnectionError) as exc:
-            log.debug("client %s went away: %r", protocol.peer_text(), exc)
+        except (ClientDisconnected, ClientGone, ConnectionError) as gone:
+            log.debug("client %s went away: %r", protocol.peer_text(), gone)
             response.keep_alive = False
         except Exception as exc:
             if self.body.error is not None and not response.headers_sent:
@@ -479,6 +480,9 @@ class ASGICycle:
         if environ:
             state.access_log.log(environ, response.status, response.headers,
                                  response.bytes_sent, duration)
+        elif state.metrics is not None:  # nothing logs: the metrics' end of the request
+            state.metrics.done(head.method, response.status, head.content_length or 0,
+                               response.bytes_sent, duration)
         if hooks is not None:
             hooks.post_request(head, environ, response, duration)
         return response.keep_alive, out

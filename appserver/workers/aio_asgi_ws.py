@@ -21,11 +21,13 @@ Design notes
   up.
 * ``send()``: ``websocket.accept`` writes the 101 (subprotocol, extra headers);
   ``websocket.send`` frames and writes, then waits while the transport's buffer is over its
-  high-water mark (a dead peer is found by the pings, which abort the connection and end the
-  wait); ``websocket.close`` starts the closing handshake -- before accept it is a 403 and no
-  handshake; ``websocket.http.response.start``/``.body`` before accept is a denial response of
-  the app's own, framed as an HTTP response.  After close (or on a dropped connection)
-  ``send()`` raises :class:`~.aio_asgi.ClientDisconnected`, an ``OSError`` (spec 2.4).
+  high-water mark, at most ``--header-timeout`` without it draining (as an HTTP send): then
+  the client is taken for gone, the connection is aborted, ``send()`` raises and
+  ``receive()`` gives ``websocket.disconnect`` 1006; ``websocket.close`` starts the closing
+  handshake -- before accept it is a 403 and no handshake;
+  ``websocket.http.response.start``/``.body`` before accept is a denial response of the app's
+  own, framed as an HTTP response.  After close (or on a dropped connection)
+  ``send()`` raises :class:`~.disconnect.ClientDisconnected`, an ``OSError`` (spec 2.4).
 * When the app returns: an accepted WebSocket not closed yet gets close 1000 (1011 after an
   exception), then a lingering close; an app that neither accepted nor denied gets a 500, as
   uvicorn does.
@@ -43,9 +45,9 @@ from ..http.events import RequestHead
 from ..http.response import ResponseError, error_response
 from ..websocket.bridge import LoopWebSocket
 from ..websocket.handshake import accept_response
-from ..websocket.session import NORMAL
+from ..websocket.session import ABNORMAL, NORMAL
 from ..wsgi import Response
-from .aio_asgi import ClientDisconnected
+from .disconnect import ClientDisconnected
 
 if TYPE_CHECKING:
     from .aio_protocol import HTTPProtocol
@@ -142,7 +144,7 @@ class ASGIWebSocket(LoopWebSocket):
             self.last_activity = time.monotonic()
             protocol = self.protocol
             if protocol.writing_paused:
-                await protocol.drain()
+                await self._drain()
         elif kind == "websocket.accept":
             if self.stage != CONNECTING:
                 raise RuntimeError(f"websocket.accept after the handshake was {self.stage}")
@@ -191,6 +193,26 @@ class ASGIWebSocket(LoopWebSocket):
             self._write(out)
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} in a WebSocket")
+
+    async def _drain(self) -> None:
+        """Wait while the transport's buffer is over its high-water mark, as an HTTP send
+        does: ``--header-timeout`` without it draining means the client stopped reading, and
+        the connection is aborted (the app's ``receive()`` then gives close 1006) rather than
+        left to the pings, whose unanswered ping (queued behind the full buffer) would end it
+        only after up to two ping intervals."""
+        protocol = self.protocol
+        try:
+            await asyncio.wait_for(protocol.drain(), protocol.worker.config.header_timeout)
+        except TimeoutError:
+            log.info("WebSocket client %s stopped reading for %ss: aborting the connection",
+                     protocol.peer_text(), protocol.worker.config.header_timeout)
+            if self.session.close_code is None:
+                self.session.close_code = ABNORMAL
+            self.transport.abort()
+            self._wake()
+            raise ClientDisconnected("the client stopped reading") from None
+        if protocol.closed:
+            raise ClientDisconnected("the client has closed the connection")
 
     async def run(self, app: Any, scope: dict[str, Any]) -> None:
         """The app's call, and what the server owes after it."""

@@ -233,7 +233,7 @@ class HTTPProtocol(asyncio.Protocol):
         if event.upgrade is not None and is_websocket_request(event):
             self._start_websocket(event)
             return
-        more = state.count_request()
+        more = state.count_request(event)
         keep_alive = event.keep_alive and state.keep_alive and more
         self.cycle = self.worker.cycle_class(self, event, keep_alive)
         self.body_complete = False
@@ -362,8 +362,9 @@ class HTTPProtocol(asyncio.Protocol):
             return
         try:
             key, offered = check_upgrade(head)
-        except HandshakeError as exc:
-            self.transport.write(error_response(exc.status, exc.detail, extra_headers=exc.headers))
+        except HandshakeError as refused:  # (one name per exception type: mypyc types it)
+            self.transport.write(error_response(refused.status, refused.detail,
+                                                extra_headers=refused.headers))
             self.transport.close()
             return
         if not registry.reserve():

@@ -28,7 +28,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 from .. import spew, tls
 from ..asgi import app_kind_error
 from ..config import ServerConfig
-from ..heartbeat import STOP_RESTART, Heartbeat
+from ..heartbeat import RETIRE_MAX_REQUESTS, RETIRE_MEMORY, STOP_RESTART, Heartbeat
 from ..hooks import EXIT_BOOT_ERROR, HookFailed, ServerHooks
 from ..loader import app_name, load_wsgi_app, prepare_import_path
 from ..logs import AccessLog, reopen_error_log
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import ssl
 
     from ..arbiter import Arbiter
+    from ..metrics.shm import WorkerCounters
 
 log = logging.getLogger("appserver.worker")
 
@@ -89,6 +90,7 @@ class Worker:
         self.age = 0
         self.hooks = ServerHooks()
         self.master: Arbiter | None = None
+        self.counters: WorkerCounters | None = None  # set by the master when metrics are on
         self._exiting = False
         self._fault_stream: IO[str] = sys.stderr
         self.tls_context: ssl.SSLContext | None = None
@@ -115,6 +117,7 @@ class Worker:
                     log.exception("worker %d failed to load the app %s", self.pid,
                                   app_name(self.config))
                     self.exit(EXIT_APP_LOAD_ERROR)
+            self.app = self.made_app(self.app)
             refusal = self.kind_error(self.app) or self.unsupported_for(self.app)
             if refusal:
                 log.error("worker %d cannot serve %s: %s", self.pid, self.config.wsgi_app, refusal)
@@ -140,6 +143,8 @@ class Worker:
                                                  self.config.websocket_ping_interval,
                                                  self.config.websocket_idle_timeout)
             self.state.wsgi.hooks = self.hooks.request_hooks(self)
+            if self.counters is not None:
+                self._record_metrics(self.counters)
             try:
                 self.hooks.post_worker_init(self)
             except HookFailed:
@@ -158,6 +163,15 @@ class Worker:
             log.exception("worker %d crashed", self.pid)
             code = 1
         self.exit(code)
+
+    def _record_metrics(self, counters: WorkerCounters) -> None:
+        from ..metrics.recorder import Recorder  # noqa: PLC0415 - only with metrics on
+
+        recorder = Recorder(counters)
+        recorder.install()
+        self.state.metrics = self.state.access_log.metrics = recorder
+        if self.state.websockets is not None:
+            self.state.websockets.on_change = recorder.websockets_open
 
     def exit(self, code: int) -> NoReturn:
         """End the process: worker_exit first (gunicorn calls it on every way out), then the
@@ -183,13 +197,20 @@ class Worker:
                       exc_info=not isinstance(exc, tls.TLSError))
             self.exit(EXIT_BOOT_ERROR)
 
+    def made_app(self, app: Any) -> Any:
+        """The app to serve, from what the spec named: the asyncio class under ``--interface
+        asgi`` awaits the coroutine of an async factory called in the spec (``'main:
+        create_app()'``); a failing factory exits as an app that fails to import."""
+        return app
+
     def kind_error(self, app: Any) -> str:
         """Why ``app`` is not of the kind ``--interface`` says ("" when it is); the aiohttp class,
         which takes neither WSGI nor ASGI apps, says it in :meth:`unsupported_for` instead."""
         if inspect.iscoroutine(app):
             app.close()  # never awaited: no "was never awaited" warning
             return ("the app is a coroutine (what an async def factory returns when called): "
-                    "only -k aiohttp awaits an app factory; make the factory a plain def")
+                    "only -k asgi and -k aiohttp await an app factory; make the factory a "
+                    "plain def")
         return app_kind_error(app, self.config.interface)
 
     def unsupported_for(self, app: Any) -> str:
@@ -291,10 +312,12 @@ class Worker:
                                           f"--max-worker-memory {limit / (1 << 20):g} MiB")
                     self.state.stopping = True
                     self.alive = False
+                    self.heartbeat.set_retiring(RETIRE_MEMORY)
 
     def retire_for_max_requests(self) -> None:
         self.retire_reason = f"served {self.state.requests} requests (--max-requests {self.max_requests})"
         self.alive = False
+        self.heartbeat.set_retiring(RETIRE_MAX_REQUESTS)
 
     def close_websockets(self) -> None:
         """On a graceful stop, tell WebSocket clients why (no WSGI server did: 1001 or 1012)."""

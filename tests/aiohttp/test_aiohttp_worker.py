@@ -185,14 +185,20 @@ def test_an_async_callable_that_is_no_factory_is_refused(launcher: Launcher, spe
     assert not server.booted()
 
 
-def test_only_aiohttp_awaits_an_async_factorys_coroutine(launcher: Launcher) -> None:
-    """``make_app()`` of an async def factory is a coroutine: the other classes refuse it at
-    start (without a "never awaited" warning) instead of serving it as a WSGI app."""
-    server = launcher.start("-k", "asgi", *FAST, app="aiohttp_app:make_app()", bind="tcp",
+@pytest.mark.parametrize(("options", "message"), [
+    (["-k", "asyncio"], "only -k asgi and -k aiohttp await an app factory"),
+    (["-k", "asgi"], "is an aiohttp.web.Application, not an ASGI app: serve it with -k aiohttp"),
+])
+def test_an_aiohttp_factorys_coroutine_elsewhere(launcher: Launcher, options: list[str],
+                                                 message: str) -> None:
+    """``make_app()`` of an async def factory is a coroutine: a WSGI class refuses it at start
+    (without a "never awaited" warning) instead of serving it as a WSGI app; -k asgi awaits
+    it (tests/asgi/test_factory.py) and refuses the aiohttp Application it makes."""
+    server = launcher.start(*options, *FAST, app="aiohttp_app:make_app()", bind="tcp",
                             workers=1, wait=False, env={"PYTHONPATH": str(HERE)})
     assert server.wait_exit(20) == 4
     log = server.log()
-    assert "only -k aiohttp awaits an app factory" in log and "never awaited" not in log
+    assert message in log and "never awaited" not in log
 
 
 def test_settings_aiohttp_cannot_apply_are_named(launcher: Launcher) -> None:

@@ -62,7 +62,8 @@ def get(server: Server, transport: str, path: str, method: str = "GET",
 
 def test_scope_advertises_the_extensions(server: Server) -> None:
     _, _, body = get(server, "tcp", "/extensions")
-    assert json.loads(body) == {"http.response.pathsend": {}, "http.response.trailers": {}}
+    assert json.loads(body) == {"http.response.pathsend": {}, "http.response.zerocopysend": {},
+                                "http.response.trailers": {}}
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -72,10 +72,19 @@ def test_both_services_are_healthy_and_only_nginx_publishes(deployment: Deployme
     assert set(services) == {"app", "nginx"}
     assert {name: row["Health"] for name, row in services.items()} == {
         "app": "healthy", "nginx": "healthy"}
-    assert services["app"]["Publishers"] in (None, [])
+    # The app may expose a port to the stack's network (the metrics listener, for Prometheus
+    # in the stack), never publish one on the host.
+    assert [p for p in services["app"]["Publishers"] or () if p["PublishedPort"]] == []
     published = [(p["URL"], p["PublishedPort"], p["TargetPort"])
                  for p in services["nginx"]["Publishers"] if p["PublishedPort"]]
     assert published == [("127.0.0.1", deployment.port, 80)]
+
+
+def test_the_image_runs_the_compiled_build(deployment: Deployment) -> None:
+    """The image's build stage has a C compiler (APPSERVER_COMPILE=1): the hot path is compiled
+    (docs/design.md, "Performance"), as the master's start-up line says."""
+    logs = deployment.compose("logs", "--no-color", "app").stdout
+    assert "compiled build: " in logs, logs[-2000:]
 
 
 def test_app_server_runs_as_a_non_root_user(deployment: Deployment) -> None:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pytest
 
+from appserver._build import PURE_ENV  # the build under test (./run-tests' pure pass): kept
 from appserver.bundle.tools import NGINX_INSTALL_HINT
 from tests.reliability.common import app_for, selected_classes
 from tests.reliability.report import Recorder
@@ -66,7 +67,7 @@ def run_command(argv: list[str], cwd: Path, *, prefix: list[str] | None = None,
                 env: dict[str, str] | None = None) -> Run:
     token = uuid.uuid4().hex
     environ = {k: v for k, v in os.environ.items()
-               if not k.startswith("APPSERVER_") and k != "WEB_CONCURRENCY"}
+               if (not k.startswith("APPSERVER_") or k == PURE_ENV) and k != "WEB_CONCURRENCY"}
     environ.update({TOKEN_VAR: token, "PYTHONPATH": str(HERE), "PYTHONUNBUFFERED": "1"})
     environ.update(env or {})
     started = time.monotonic()

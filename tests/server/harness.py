@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from appserver._build import PURE_ENV  # the build under test (./run-tests' pure pass): kept
+
 HERE = Path(__file__).resolve().parent
 TOKEN_VAR = "MASTER_TEST_TOKEN"   # not APPSERVER_*: those are settings
 BOOTED = re.compile(r"worker (\d+) booted \((\w+), generation (\d+)\)")
@@ -380,7 +382,7 @@ class Launcher:
             argv.append(app)
         token = uuid.uuid4().hex
         environ = {k: v for k, v in os.environ.items()
-                   if not k.startswith("APPSERVER_") and k != "WEB_CONCURRENCY"}
+                   if (not k.startswith("APPSERVER_") or k == PURE_ENV) and k != "WEB_CONCURRENCY"}
         environ.update({TOKEN_VAR: token, "PYTHONPATH": str(HERE), "PYTHONUNBUFFERED": "1"})
         environ.update(env or {})
         stderr_path = run / "stderr.log"
