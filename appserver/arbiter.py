@@ -29,10 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import policy, proctitle, tls
+from ._build import BUILD, BUILD_REASON
 from .config import ConfigError, ServerConfig
 from .heartbeat import STOP_RESTART, STOP_SHUTDOWN, Heartbeat
 from .hooks import EXIT_BOOT_ERROR, HookFailed, ServerHooks
 from .logs import ReopenableStreamHandler, capture_output, check_log_paths, reopen_error_log, setup_error_log
+from .metrics.master import MasterMetrics
+from .metrics.shm import WorkerCounters
 from .sockets import FDS_ENV, Listener, bind_all, discard, inherited_sockets
 from .upgrade import PARENT_ENV, Upgrader
 from .workers import load_worker_class
@@ -61,6 +64,7 @@ class WorkerRecord:
     killed: bool = False
     quick: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    counters: WorkerCounters | None = None  # its metrics (appserver.metrics), when recorded
 
 
 class Arbiter:
@@ -82,6 +86,7 @@ class Arbiter:
         self._recent_failures = 0
         self._next_spawn_at = 0.0
         self.upgrader = Upgrader(self)
+        self.metrics = MasterMetrics(self)
 
     @property
     def num_workers(self) -> int:
@@ -134,11 +139,12 @@ class Arbiter:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         for sig in HANDLED:
             signal.signal(sig, self._on_signal)
+        self.metrics.start(config)
         proctitle.set_title("master", config.proc_name)
-        log.info("appserver master %d listening on %s (%s, %d workers%s)", self.pid,
-                 ", ".join(str(listener) for listener in self.listeners),
+        log.info("appserver master %d listening on %s (%s, %d workers%s; %s build: %s)",
+                 self.pid, ", ".join(str(listener) for listener in self.listeners),
                  config.effective_worker_class, self.num_workers,
-                 ", TLS" if tls.enabled(config) else "")
+                 ", TLS" if tls.enabled(config) else "", BUILD, BUILD_REASON)
         self.hooks.when_ready(self)
 
     def _check_tls(self, config: ServerConfig) -> None:
@@ -152,6 +158,14 @@ class Arbiter:
         if len(self._signals) < 64:
             self._signals.append(signum)
 
+    def queue_signal(self, signum: int) -> None:
+        """Act as if ``signum`` had arrived (the control socket's actions, from its thread)."""
+        self._on_signal(signum, None)
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError:
+            pass  # the pipe is full: the loop is awake anyway
+
     # ---- main loop --------------------------------------------------------------------------
 
     def run(self) -> int:
@@ -161,6 +175,7 @@ class Arbiter:
             # Nothing half-started: no listening socket, socket file or pid file is left.
             discard(self.listeners)
             self.listeners = []
+            self.metrics.close()
             self.upgrader.remove_pidfile()
             if self.config.errorlog != "-" and any(
                     isinstance(h, ReopenableStreamHandler) for h in logging.getLogger().handlers):
@@ -176,6 +191,7 @@ class Arbiter:
                 self.check_timeouts()
                 self.check_reload()
                 self.manage_workers()
+                self.metrics.tick()
                 self._sleep(0.5 if self.pending_reload else 1.0)
         except HaltServer as exc:
             log.error("%s", exc)
@@ -233,6 +249,7 @@ class Arbiter:
 
     def spawn(self, config: ServerConfig, listeners: list[Listener], generation: int) -> None:
         heartbeat = Heartbeat(config.worker_tmp_dir)
+        counters = self.metrics.new_counters(config)
         worker_class = load_worker_class(config.effective_worker_class)
         self.spawned += 1
         age = self.spawned
@@ -245,8 +262,12 @@ class Arbiter:
                 os.close(self._wake_w)
                 for record in self.workers.values():
                     record.heartbeat.close()
+                    if record.counters is not None:
+                        record.counters.close()
+                self.metrics.close_in_worker()
                 worker = worker_class(config, self.app, listeners, heartbeat, generation)
                 worker.age, worker.hooks, worker.master = age, self.hooks, self
+                worker.counters = counters
                 try:
                     self.hooks.post_fork(self, worker)
                 except HookFailed:
@@ -256,7 +277,8 @@ class Arbiter:
                 log.exception("worker %d failed to start", os.getpid())
             finally:
                 os._exit(1)
-        self.workers[pid] = WorkerRecord(pid, heartbeat, generation, time.monotonic(), age)
+        self.workers[pid] = WorkerRecord(pid, heartbeat, generation, time.monotonic(), age,
+                                         counters=counters)
         self.hooks.workers_changed(self)
         log.debug("spawned worker %d (generation %d)", pid, generation)
 
@@ -312,8 +334,10 @@ class Arbiter:
             if worker is None:
                 continue
             booted = worker.heartbeat.booted
-            worker.heartbeat.close()
-            self._explain(worker, status, booted)
+            try:
+                self._explain(worker, status, booted)
+            finally:
+                worker.heartbeat.close()
             self.hooks.child_exit(self, worker)
             self.hooks.workers_changed(self)
 
@@ -332,6 +356,7 @@ class Arbiter:
                 policy.Reason.CRASHED, f"worker {worker.pid} exited with status {code} after it "
                 f"had booted (the app ended it; not a load or boot error)", "error")
         getattr(log, verdict.level)("%s", verdict.message)
+        self.metrics.reaped(worker, verdict, worker.heartbeat.stop_reason() == STOP_RESTART)
         if verdict.reason is policy.Reason.STOPPED:
             self._recent_failures = 0
             return
@@ -485,6 +510,7 @@ class Arbiter:
         for listener in self.listeners:
             listener.close(unlink=unlink)
         self.upgrader.remove_pidfile()
+        self.metrics.close()
         log.info("master %d stopped", self.pid)
         self.hooks.on_exit(self)
 

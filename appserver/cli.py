@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, get_origin
 
 from pydantic.fields import FieldInfo
 
-from .config import ConfigError, ServerConfig, config_as_toml, gunicorn_name
+from ._build import BUILD, BUILD_REASON
+from .config import OCTAL_SETTINGS, ConfigError, ServerConfig, config_as_toml, gunicorn_name
 
 if TYPE_CHECKING:
     from .compat.sources import ParsedArgs
@@ -70,7 +71,8 @@ def add_server_options(parser: argparse.ArgumentParser) -> dict[str, str]:
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     parser = argparse.ArgumentParser(
         prog="appserver", description="A pre-fork WSGI HTTP server and its nginx deployment bundle.")
-    parser.add_argument("--version", action="version", version="appserver 0.1.0")
+    parser.add_argument("--version", action="version",
+                        version=f"appserver 0.1.0 ({BUILD}: {BUILD_REASON})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     serve = sub.add_parser("serve", help="run the WSGI server",
@@ -84,6 +86,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
                       help="print the table of every gunicorn 27 setting and hook instead (for "
                       "docs/migrating-from-gunicorn.md)")
     docs.set_defaults(func=lambda args: _print_settings_doc(gunicorn=args.gunicorn))
+    from .metrics import command as metrics_command  # noqa: PLC0415 - status, control
+
+    metrics_command.register(sub)
     try:
         from .bundle import commands as bundle_commands
     except ImportError:
@@ -250,7 +255,7 @@ def settings_doc() -> str:
         theirs = gunicorn_name(name)
         gunicorn = "same" if theirs == name else f"`{theirs}`" if theirs else "—"
         default = defaults.get(name, repr(field.default) if field.default is not None else "unset")
-        if name in ("umask", "socket_mode"):
+        if name in OCTAL_SETTINGS:
             default = f"{field.default:04o}"
         desc = (field.description or "").replace("|", "\\|")
         lines.append(f"| `{name}` | {gunicorn} | {flags} | `{default}` | {desc} |")

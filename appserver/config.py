@@ -43,6 +43,7 @@ from pydantic import (
     model_validator,
 )
 
+from ._build import COMPILE_ENV, PURE_ENV
 from .binds import BindAddress, parse_bind, parse_statsd_address, parse_syslog_address
 from .forwarded import DEFAULT_FORWARDER_HEADERS, DEFAULT_SCHEME_HEADERS, parse_allow_list
 from .machine import default_heartbeat_dir, default_workers
@@ -213,6 +214,7 @@ HeaderMap = Annotated[Literal["drop", "refuse", "dangerous"],
 LogLevel = Annotated[Literal["debug", "info", "warning", "error", "critical"],
                      BeforeValidator(lambda value: value.lower() if isinstance(value, str) else value)]
 OctalMode = Annotated[int, BeforeValidator(_octal), Field(ge=0, le=0o7777)]
+OCTAL_SETTINGS = ("umask", "socket_mode", "control_socket_mode")  # written as 0660, not 432
 MemorySize = Annotated[int, BeforeValidator(_memory_size), Field(ge=0)]
 # A hook: a callable, or its import path.  In the JSON schema (TOML, environment) it is a string.
 Hook = Annotated[Callable[..., Any] | None, BeforeValidator(_import_callable),
@@ -583,6 +585,24 @@ class ServerConfig(BaseModel):
     dogstatsd_tags: str = setting(
         "", cli=("--dogstatsd-tags",),
         help="DogStatsD tags appended to every StatsD metric, e.g. 'env:prod,team:web'.")
+    # ---- metrics and the control socket (appserver/metrics, docs/metrics.md) -----------------
+    metrics_bind: str | None = setting(
+        None, gunicorn=False, cli=("--metrics-bind",),
+        help="Serve Prometheus metrics (GET /metrics) from the master on this address: HOST:PORT "
+        "or unix:PATH, never the app's listener; the workers then count every request (and "
+        "`appserver status` shows their current requests). Default: none (off).")
+    control_socket: str | None = setting(
+        None, cli=("--control-socket",),
+        help="The master's control socket (unix), behind `appserver status` and its reload, "
+        "add-worker, remove-worker and stop commands. Default: $XDG_RUNTIME_DIR/appserver.ctl, "
+        "else ~/.appserver/appserver.ctl (its directory is created). A path held by another "
+        "running master is left to it (logged).")
+    control_socket_mode: OctalMode = setting(
+        0o600, cli=("--control-socket-mode",),
+        help="File mode of the control socket (octal); 0600: only its owner may connect.")
+    control_socket_disable: bool = setting(
+        False, cli=("--no-control-socket",),
+        help="Create no control socket.")
     # ---- TLS on the server's own listeners (gunicorn's SSL section; appserver/tls.py) --------
     certfile: str | None = setting(
         None, cli=("--certfile",),
@@ -732,6 +752,13 @@ class ServerConfig(BaseModel):
         return Identity(None if self.user is None else resolve_user(self.user),
                         None if self.group is None else resolve_group(self.group),
                         self.initgroups)
+
+    @field_validator("metrics_bind")
+    @classmethod
+    def _metrics_address(cls, value: str | None) -> str | None:
+        if value and parse_bind(value).kind == "fd":
+            raise ValueError(f"{value!r}: the metrics listener is HOST:PORT or unix:PATH")
+        return value or None
 
     @field_validator("statsd_host")
     @classmethod
@@ -926,7 +953,8 @@ ALIASES = {alias: name for name in SETTING_NAMES
            if (alias := gunicorn_name(name)) is not None and alias != name}
 ENV_PREFIX = "APPSERVER_"
 # Variables the server passes to itself (USR2 upgrade); never settings.
-INTERNAL_ENV = {"APPSERVER_FDS", "APPSERVER_PARENT_PID"}
+# Not settings: the upgrade hand-off, and which build of the package runs (appserver/_build.py).
+INTERNAL_ENV = {"APPSERVER_FDS", "APPSERVER_PARENT_PID", PURE_ENV, COMPILE_ENV}
 
 
 # --------------------------------------------------------------------------------------------
@@ -1104,7 +1132,7 @@ def setting_input(name: str, value: Any) -> Any:
     For writers of settings (--print-config, the bundle) and for code that validates a setting
     a second time."""
     field = ServerConfig.model_fields.get(name)
-    if name in ("umask", "socket_mode") and isinstance(value, int):
+    if name in OCTAL_SETTINGS and isinstance(value, int):
         return f"{value:04o}"
     if hook_arities(name) and callable(value):
         return _qualified(value)

@@ -17,7 +17,8 @@ healthy worker as "silent").
 
 Layout (native byte order): ``[0:8]`` last beat (float seconds), ``[8:16]`` the moment the worker
 finished booting (0 until then), ``[16:24]`` requests served, ``[24]`` why the master is stopping
-the worker (set before it sends TERM; the worker tells its WebSocket clients: 1001 or 1012).
+the worker (set before it sends TERM; the worker tells its WebSocket clients: 1001 or 1012),
+``[25]`` why the worker retires itself (set by the worker: the master's restart reason).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ _SIZE = 32
 STOP_SHUTDOWN, STOP_RESTART = 1, 2
 _LAST_BEAT, _BOOTED, _REQUESTS = 0, 1, 2  # 8-byte slots
 _STOP_REASON = 24                         # a byte
+_RETIRING = 25                            # a byte
+RETIRE_MAX_REQUESTS, RETIRE_MEMORY = 1, 2
 
 
 class Heartbeat:
@@ -76,6 +79,15 @@ class Heartbeat:
 
     def stop_reason(self) -> int:
         return self._map[_STOP_REASON]
+
+    def set_retiring(self, reason: int) -> None:
+        """The worker retires itself (RETIRE_MAX_REQUESTS, RETIRE_MEMORY)."""
+        self._map[_RETIRING] = reason
+
+    def retiring(self) -> str:
+        """Why the worker retired itself: "max_requests", "memory" or ""."""
+        return {RETIRE_MAX_REQUESTS: "max_requests", RETIRE_MEMORY: "memory"}.get(
+            self._map[_RETIRING], "")
 
     def close(self) -> None:
         try:

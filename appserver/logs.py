@@ -23,7 +23,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import logconfig
 from .config import ServerConfig
@@ -36,6 +36,9 @@ from .logconfig import (
     ReopenableStreamHandler,
     close_on_exec,
 )
+
+if TYPE_CHECKING:
+    from .metrics.recorder import Recorder
 
 __all__ = ["DATE_FORMAT", "ERROR_FORMAT", "AccessLog", "LogSetupError", "ReopenableStreamHandler",
            "capture_output", "check_log_paths", "close_on_exec", "reopen_error_log",
@@ -240,6 +243,9 @@ class AccessLog:
         self.json = config.access_log_json
         self._object = logconfig.logger_object()
         self.enabled = self._object is not None or access_log_wanted(config)
+        # The metrics recorder (appserver.metrics.recorder), set by a worker that records: every
+        # request ends here, so it counts here.
+        self.metrics: Recorder | None = None
         self._logger = logging.getLogger(ACCESS_LOGGER)
         if config.accesslog and not logconfig.configured():  # used on its own (tests, tools)
             for old in [h for h in self._logger.handlers if getattr(h, TAG, False)]:
@@ -282,6 +288,9 @@ class AccessLog:
 
     def log(self, environ: Mapping[str, Any], status: str | None, headers: list[tuple[str, str]],
             length: int, duration: float) -> None:
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.done_environ(environ, status, length, duration)
         if not self.enabled:
             return
         if self._object is not None:
@@ -334,5 +343,6 @@ class AccessLog:
             "referer": environ.get("HTTP_REFERER"),
             "user_agent": environ.get("HTTP_USER_AGENT"),
             "duration_ms": round(duration * 1000, 3),
+            "request_id": environ.get("HTTP_X_REQUEST_ID"),  # nginx's $request_id, passed on
             "pid": os.getpid(),
         })

@@ -8,6 +8,7 @@ bundle are imported inside the handlers, so ``appserver serve`` never loads them
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -34,10 +35,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     render.set_defaults(func=render_command)
 
     check = subparsers.add_parser(
-        "check", help="validate the settings, the cross-checks, nginx -t, docker compose config",
+        "check", help="validate the settings, the cross-checks, nginx -t, promtool, docker "
+        "compose config",
         description="Validate the settings file and the checks across nginx, the app server and "
-        "compose; run `nginx -t` on the rendered config where nginx is installed and "
-        "`docker compose config -q` where compose is.")
+        "compose; run `nginx -t` on the rendered config where nginx is installed, `promtool "
+        "check config` on prometheus.yml and alerts.yml where promtool is, and `docker compose "
+        "config -q` where compose is.")
     _settings_arg(check)
     check.set_defaults(func=check_command)
 
@@ -102,6 +105,7 @@ def check_command(args: argparse.Namespace) -> int:
     from appserver.bundle import tools
     from appserver.bundle.crosscheck import check_files
     from appserver.bundle.loading import load_settings
+    from appserver.bundle.plan import ALERT_RULES, PROMETHEUS_CONFIG
     from appserver.bundle.render import render_docker
     from appserver.bundle.settings import SettingsError
 
@@ -126,6 +130,17 @@ def check_command(args: argparse.Namespace) -> int:
         else:
             failures += 1
             print(f"nginx -t failed:\n{result.output}", file=sys.stderr)
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        print("skipped: promtool check config (promtool is not installed: Debian's prometheus "
+              "package)")
+    else:
+        result = tools.promtool_check(promtool, rendered[PROMETHEUS_CONFIG], rendered[ALERT_RULES])
+        if result.ok:
+            print("ok: promtool check config (deploy/prometheus.yml and deploy/alerts.yml)")
+        else:
+            failures += 1
+            print(f"promtool check config failed:\n{result.output}", file=sys.stderr)
     compose = tools.find_compose()
     if compose is None:
         print("skipped: docker compose config (Docker Compose v2 is not installed: Docker's "

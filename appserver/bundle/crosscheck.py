@@ -44,7 +44,7 @@ def cross_check(loaded: Loaded, plans: list[Plan]) -> list[str]:
     for plan in plans:
         for line in _timeouts(loaded, plan) + _limits(loaded, plan) + _keepalive(loaded, plan) \
                 + _socket(loaded, plan) + _ports(loaded, plan) + _websockets(loaded, plan) \
-                + _forwarding(loaded, plan):
+                + _forwarding(loaded, plan) + _metrics_private(loaded, plan):
             if line not in seen:  # most checks read the same values in both targets
                 seen.add(line)
                 problems.append(line)
@@ -159,12 +159,26 @@ def _socket(loaded: Loaded, plan: Plan) -> list[str]:
 
 
 def _ports(loaded: Loaded, plan: Plan) -> list[str]:
+    """Ports one network namespace would bind twice: nginx's container (with the exporter that
+    shares it) in Docker; this machine's loopback in the local stack."""
     f, n = loaded.path, loaded.settings.nginx
-    used = {"nginx.listen_port": n.listen_port}
-    if n.tls.enabled:
-        used["nginx.tls.listen_port"] = n.tls.listen_port
+    m = loaded.settings.metrics
+    if plan.target == "docker":
+        used = {"nginx.listen_port": n.listen_port}
+        if n.tls.enabled:
+            used["nginx.tls.listen_port"] = n.tls.listen_port
+    else:  # the ports nginx really listens on (`appserver up --port` overrides the settings)
+        used = {"compose.published_port": int(plan.http_listens[0].rpartition(":")[2])}
+        if n.tls.enabled:
+            used["compose.published_tls_port"] = int(plan.https_listens[0].rpartition(":")[2])
     if plan.health_listen:
         used["the health check server"] = HEALTH_PORT
+    if plan.metrics is not None:
+        if plan.target == "local":  # in Docker the server's listener is in the app container
+            used["metrics.bind"] = plan.metrics.server_port
+        if plan.metrics.nginx_status_listen:
+            used["metrics.nginx_status_port"] = m.nginx_status_port
+            used["metrics.nginx_exporter_port"] = m.nginx_exporter_port
     out = []
     names = list(used)
     for i, a in enumerate(names):
@@ -172,6 +186,24 @@ def _ports(loaded: Loaded, plan: Plan) -> list[str]:
             if used[a] == used[b]:
                 out.append(f"{f}: {a} = {used[a]} collides with {b} (port {used[b]}); choose "
                            f"another port")
+    return out
+
+
+def _metrics_private(loaded: Loaded, plan: Plan) -> list[str]:
+    """The server's metrics, nginx's stub_status and the exporter stay inside the deployment: no
+    location of the public server block may proxy to any of their addresses."""
+    if plan.metrics is None:
+        return []
+    out = []
+    for address in plan.metrics.private_addresses:
+        for upstream in plan.public_upstreams:
+            if upstream.removeprefix("http://").rstrip("/") == address:
+                out.append(
+                    f"{loaded.path}: metrics.bind = {loaded.settings.metrics.bind!r} "
+                    f"({plan.target}): the public server block proxies to {upstream}, a "
+                    f"monitoring listener, so its numbers (and /metrics) would be public; keep "
+                    f"the app's upstream on the unix socket and the monitoring listeners on "
+                    f"ports of their own")
     return out
 
 

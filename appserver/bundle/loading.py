@@ -21,6 +21,7 @@ from appserver.bundle.settings import (
     TlsSettings,
     interface_problems,
 )
+from appserver.bundle.settings_metrics import MetricsSettings
 from appserver.config import ServerConfig
 
 RUN_DIR_NAME = ".appserver"
@@ -111,6 +112,7 @@ def describe_errors(exc: ValidationError, data: dict[str, Any], path: Path) -> l
 
 _SECTION_MODELS: dict[str, type[BaseModel]] = {
     "server": ServerConfig, "app": AppSettings, "nginx": NginxSettings, "compose": ComposeSettings,
+    "metrics": MetricsSettings,
 }
 _NESTED_MODELS: dict[tuple[str, str], type[BaseModel]] = {
     ("nginx", "security_headers"): SecurityHeaders, ("nginx", "tls"): TlsSettings,

@@ -3,10 +3,11 @@
 Design note (processes and signals).  Both children start in their own session, so a Ctrl-C in
 the terminal reaches only this process, which then stops them in order: nginx first (SIGQUIT, its
 graceful stop: no new requests, in-flight ones finish), then the server (SIGTERM, its graceful
-stop, bounded by graceful_timeout).  Each wait is bounded; past it the child's own process group
-(which it leads, so it holds only its workers) gets SIGKILL, which also reaches nginx workers or
-server workers orphaned by a killed master.  Signal handlers only set an event; the loop in
-:func:`run_until_signalled` acts on it.
+stop, bounded by graceful_timeout).  With ``[metrics]`` on, prometheus-nginx-exporter (when
+installed) runs as a third child, started after nginx and stopped before it (SIGTERM).  Each
+wait is bounded; past it the child's own process group (which it leads, so it holds only its
+workers) gets SIGKILL, which also reaches nginx workers or server workers orphaned by a killed
+master.  Signal handlers only set an event; the loop in :func:`run_until_signalled` acts on it.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from appserver.bundle.healthcheck import probe
 from appserver.bundle.loading import Loaded
 from appserver.bundle.plan import Plan
 from appserver.bundle.render import render_local, write_files
-from appserver.bundle.tools import NGINX_INSTALL_HINT, find_nginx, nginx_test
+from appserver.bundle.tools import NGINX_INSTALL_HINT, find_exporter, find_nginx, nginx_test
 
 NGINX_STOP_TIMEOUT = 10.0
+EXPORTER_STOP_TIMEOUT = 5.0
 SERVER_STOP_MARGIN = 5.0  # past graceful_timeout
 
 
@@ -66,6 +68,8 @@ class LocalStack:
         self.wait_healthy = wait_healthy
         self.server: subprocess.Popen[bytes] | None = None
         self.nginx: subprocess.Popen[bytes] | None = None
+        self.exporter: subprocess.Popen[bytes] | None = None
+        self.notes: list[str] = []  # what the stack left out, for `appserver up` to print
         self.plan: Plan | None = None
         self._logs: list[IO[bytes]] = []
 
@@ -178,7 +182,23 @@ class LocalStack:
                 raise StackError(f"nginx did not listen on {host}:{port} within {timeout:.0f}s"
                                  f"{self._log_hint(Path(plan.error_log).name)}")
             time.sleep(0.05)
+        self._start_exporter(plan)
         return self.url
+
+    def _start_exporter(self, plan: Plan) -> None:
+        """prometheus-nginx-exporter for nginx's stub_status, when [metrics] asks for it."""
+        m = plan.metrics
+        if m is None or m.nginx_status_url is None or m.exporter_listen is None:
+            return
+        exporter = find_exporter()
+        if exporter is None:
+            self.notes.append(
+                "nginx's numbers: prometheus-nginx-exporter is not installed, so the nginx job of "
+                "prometheus.yml finds nothing (Debian: apt-get install prometheus-nginx-exporter)")
+            return
+        self.exporter = self._spawn([exporter, "-nginx.scrape-uri", m.nginx_status_url,
+                                     "-web.listen-address", m.exporter_listen],
+                                    "nginx-exporter.log")
 
     def _log_hint(self, name: str) -> str:
         path = self.run_dir / name
@@ -192,6 +212,7 @@ class LocalStack:
     def stop(self) -> None:
         """Stop nginx, then the server, gracefully and with bounded waits; idempotent."""
         grace = (self.plan.server.graceful_timeout if self.plan else 30) + SERVER_STOP_MARGIN
+        _stop(self.exporter, signal.SIGTERM, EXPORTER_STOP_TIMEOUT)
         _stop(self.nginx, signal.SIGQUIT, NGINX_STOP_TIMEOUT)
         _stop(self.server, signal.SIGTERM, grace)
         for log in self._logs:
@@ -243,6 +264,8 @@ def run_until_signalled(stack: LocalStack, out: IO[str] = sys.stdout) -> int:
         print(f"appserver up: {url}/  (nginx pid {stack.nginx.pid if stack.nginx else '?'}, "
               f"server pid {stack.server.pid if stack.server else '?'}; run dir {stack.run_dir})",
               file=out, flush=True)
+        for note in stack.notes:
+            print(f"appserver up: {note}", file=out, flush=True)
         print("Ctrl-C stops both.", file=out, flush=True)
         status = 0
         while not stop.wait(0.5):

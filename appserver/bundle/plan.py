@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from appserver.bundle.loading import Loaded, describe_errors
+from appserver.bundle.monitoring import MetricsPlan, control_socket, metrics_plan
 from appserver.bundle.settings import SettingsError
 from appserver.bundle.values import format_size
 from appserver.config import ServerConfig, setting_input
@@ -65,6 +66,8 @@ NGINX_DOCKERFILE = "nginx/Dockerfile"
 APP_DOCKERFILE = "Dockerfile"
 COMPOSE_FILE = "compose.yaml"
 SERVER_CONFIG = "deploy/appserver.toml"
+PROMETHEUS_CONFIG = "deploy/prometheus.yml"
+ALERT_RULES = "deploy/alerts.yml"  # beside prometheus.yml, which names it relatively
 
 # Served by nginx for static files; embedded so that no mime.types file has to be found on the
 # host (the local stack and an unprivileged `nginx -t` need nothing outside the run directory).
@@ -149,6 +152,9 @@ class Plan:
     nginx_uid: int
     nginx_gids: frozenset[int]
     docker: DockerPlan | None = None
+    # Where the public server block's locations proxy to (the upstreams app and app_websocket).
+    public_upstreams: tuple[str, ...] = ()
+    metrics: MetricsPlan | None = None  # None: [metrics] is off
     mime_types: tuple[tuple[str, str], ...] = field(default=MIME_TYPES)
 
 
@@ -185,6 +191,16 @@ def server_table(loaded: Loaded, *, socket_path: str, app_dir: str,
         # Locally nginx's workers run as the invoking user, who owns the socket; a group such
         # as www-data would only make the server's chown fail for a user outside it.
         values.pop("socket_group", None)
+    control = control_socket(loaded, os.path.dirname(socket_path))
+    if control:
+        values["control_socket"] = control
+    metrics = metrics_plan(loaded, target)
+    if metrics is not None:
+        if "metrics_bind" not in ServerConfig.model_fields:
+            raise SettingsError(f"{loaded.path}: metrics.enabled = true needs an app server with "
+                                f"the metrics_bind setting (issue 13), which this one lacks; set "
+                                f"metrics.enabled = false or upgrade appserver")
+        values["metrics_bind"] = metrics.server_bind
     try:
         config = ServerConfig.model_validate(values)
     except ValidationError as exc:
@@ -325,7 +341,8 @@ def docker_plan(loaded: Loaded, out_dir: Path | None = None, *, root: Path | Non
         socket_owner_uid=APP_UID, socket_gid=_resolve_docker_group(socket_group),
         nginx_uid=NGINX_UID, nginx_gids=frozenset({NGINX_UID}),
         docker=docker, proxy_locations=proxy_locations(loaded), **_limits(loaded),
-        **_forwarding(loaded),
+        **_forwarding(loaded), public_upstreams=(f"unix:{socket_path}",),
+        metrics=metrics_plan(loaded, "docker"),
     )
 
 
@@ -376,6 +393,7 @@ def local_plan(loaded: Loaded, run_dir: Path, *, port: int | None = None,
         socket_owner_uid=uid, socket_gid=gid,
         nginx_uid=uid, nginx_gids=frozenset({gid, *os.getgroups()}),
         proxy_locations=proxy_locations(loaded), **_limits(loaded), **_forwarding(loaded),
+        public_upstreams=(f"unix:{socket_path}",), metrics=metrics_plan(loaded, "local"),
     )
 
 

@@ -32,8 +32,11 @@ DOCKER_FILES = {
     P.APP_DOCKERFILE: "app.Dockerfile.j2",
     P.COMPOSE_FILE: "compose.yaml.j2",
     P.SERVER_CONFIG: "appserver.toml.j2",
+    P.PROMETHEUS_CONFIG: "prometheus.yml.j2",
+    P.ALERT_RULES: "alerts.yml.j2",
 }
-LOCAL_FILES = {"nginx.conf": "nginx.conf.j2", "appserver.toml": "appserver.toml.j2"}
+LOCAL_FILES = {"nginx.conf": "nginx.conf.j2", "appserver.toml": "appserver.toml.j2",
+               "prometheus.yml": "prometheus.yml.j2", "alerts.yml": "alerts.yml.j2"}
 
 
 def templates_dir() -> Path:

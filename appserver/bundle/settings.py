@@ -1,7 +1,8 @@
-"""The bundle's settings file: ``[server]``, ``[app]``, ``[nginx]`` and ``[compose]``.
+"""The bundle's settings file: ``[server]``, ``[app]``, ``[nginx]``, ``[compose]`` and ``[metrics]``.
 
 ``[server]`` is the app server's own :class:`~appserver.config.ServerConfig`, reused as it is, so a
-server setting is declared exactly once.  The other tables are declared here.  Every model forbids
+server setting is declared exactly once.  The other tables are declared here ([metrics] in
+:mod:`appserver.bundle.settings_metrics`).  Every model forbids
 unknown keys, and each field's description says what is allowed: :mod:`appserver.bundle.loading`
 prints it in every error, with the file, the key path and the bad value.
 """
@@ -13,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from appserver.bundle.settings_metrics import MetricsSettings
 from appserver.bundle.values import (
     HEADER_NAME,
     HOSTNAME,
@@ -358,6 +360,7 @@ class BundleSettings(BaseModel):
     app: AppSettings = Field(description="the app to serve; required")
     nginx: NginxSettings = NginxSettings.model_validate({})
     compose: ComposeSettings = ComposeSettings.model_validate({})
+    metrics: MetricsSettings = MetricsSettings.model_validate({})
 
 
 # Server settings the bundle computes for every target; setting them in [server] is an error.
@@ -367,6 +370,8 @@ COMPUTED_SERVER_KEYS = {
     "chdir": "set app.directory instead",
     "interface": "set app.interface instead",
     "pidfile": "the bundle runs the server in the foreground and tracks its PID itself",
+    "metrics_bind": "set metrics.enabled = true (and metrics.bind) instead: the bundle binds "
+    "the metrics listener where nginx's public server cannot reach it",
 }
 
 

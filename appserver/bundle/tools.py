@@ -1,4 +1,4 @@
-"""The external validators: ``nginx -t`` and ``docker compose config -q``.
+"""The external validators: ``nginx -t``, ``promtool check config`` and ``docker compose config -q``.
 
 ``nginx -t`` runs on a copy of the docker target's nginx.conf whose container paths are rebased
 into a temporary directory (see :func:`appserver.bundle.plan.docker_plan`), so it needs neither
@@ -40,6 +40,15 @@ def find_nginx() -> str | None:
     for candidate in ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"):
         if os.access(candidate, os.X_OK):
             return candidate
+    return None
+
+
+def find_exporter() -> str | None:
+    """prometheus-nginx-exporter (Debian's package name; upstream calls it nginx-prometheus-exporter)."""
+    for name in ("prometheus-nginx-exporter", "nginx-prometheus-exporter"):
+        found = shutil.which(name)
+        if found:
+            return found
     return None
 
 
@@ -94,6 +103,19 @@ def _place_certificates(loaded: Loaded, cert: Path, key: Path) -> str:
     os.replace(made_key, key)
     return ("note: the TLS certificate and key are not on this machine; nginx -t used a "
             "self-signed pair instead")
+
+
+def promtool_check(promtool: str, prometheus_yml: str, alerts_yml: str,
+                   timeout: float = 60) -> Result:
+    """``promtool check config`` on the rendered prometheus.yml, which loads alerts.yml beside it
+    (so the rules are checked too)."""
+    with tempfile.TemporaryDirectory(prefix="appserver-promtool-") as tmp:
+        config = Path(tmp) / Path(P.PROMETHEUS_CONFIG).name
+        config.write_text(prometheus_yml, encoding="utf-8")
+        (Path(tmp) / Path(P.ALERT_RULES).name).write_text(alerts_yml, encoding="utf-8")
+        proc = subprocess.run([promtool, "check", "config", str(config)], capture_output=True,
+                              text=True, timeout=timeout, check=False)
+    return Result(proc.returncode == 0, (proc.stdout + proc.stderr).strip())
 
 
 def find_compose() -> list[str] | None:

@@ -32,6 +32,10 @@ DIFFERENCES: dict[str, str] = {
                       "refused for a `tornado.web.Application` and under `-k aiohttp`",
     "statsd_host": "the `gunicorn.workers` gauge is sent when the number changes (gunicorn: "
                    "on every turn of its loop)",
+    "control_socket": "the default file is `appserver.ctl` ($XDG_RUNTIME_DIR, else "
+                      "~/.appserver/); one held by another running master is left to it; "
+                      "`appserver status` and `appserver control ACTION` talk to it (gunicornc's "
+                      "command language is not spoken)",
     "initgroups": "the workers' primary group is `group` too (gunicorn 27 keeps the master's)",
     "proc_name": "titles read `appserver: master [NAME]`; nothing is retitled without a name "
                  "(setproctitle hides /proc/PID/environ)",

@@ -21,7 +21,6 @@ _DIRTY = "gunicorn's dirty arbiters are not supported"
 _HTTP2 = "HTTP/2 is not supported; nginx speaks HTTP/2 to clients and HTTP/1.1 to the server"
 _PARSER = "the HTTP parser's leniency switches are not supported; requests gunicorn would " \
           "need them for are refused (400)"
-_CONTROL = "gunicorn's control socket is not supported; use signals (HUP, TTIN, TTOU, USR2)"
 
 
 @dataclass(frozen=True)
@@ -77,9 +76,6 @@ UNSUPPORTED: dict[str, Unsupported] = {u.name: u for u in (
     _u("dirty_post_fork", (), None, _DIRTY),
     _u("dirty_worker_init", (), None, _DIRTY),
     _u("dirty_worker_exit", (), None, _DIRTY),
-    _u("control_socket", ("--control-socket",), None, _CONTROL),
-    _u("control_socket_mode", ("--control-socket-mode",), 384, _CONTROL),
-    _u("control_socket_disable", ("--no-control-socket",), False, _CONTROL, True),
 )}
 
 # Settings of gunicorn that are options of the command itself here, not settings.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 from http import HTTPStatus
 
@@ -31,14 +32,17 @@ class ResponseError(ValueError):
     """The application produced a status or header that cannot be sent."""
 
 
-def check_status(status: str) -> int:
+# The app-facing checks take ``object``: an app may pass anything, and the compiled build
+# (appserver/_build.py) would turn a narrower annotation into a TypeError before the check that
+# answers it with a ResponseError (a 500 and a log line naming the mistake).
+def check_status(status: object) -> int:
     """Validate a WSGI status string like ``"200 OK"``; return the code."""
     if not isinstance(status, str) or not _STATUS.fullmatch(status):
         raise ResponseError(f"invalid status {status!r}: expected '200 OK' style")
     return int(status[:3])
 
 
-def check_header(name: str, value: str) -> None:
+def check_header(name: object, value: object) -> None:
     """Reject a header the app must not send: a non-token name or CR/LF/NUL in the value."""
     if type(name) is not str or type(value) is not str:  # noqa: E721 - PEP 3333 wants exact str
         raise ResponseError(f"header {name!r}: {value!r}: names and values must be str")
@@ -88,9 +92,16 @@ def http_date() -> str:
     return _date_cache[1]
 
 
+# Told the status of every error response the server makes itself (how parse errors are
+# counted); set in a worker by appserver.metrics.recorder, None otherwise.
+error_observer: Callable[[int], None] | None = None
+
+
 def error_response(status: int, detail: str = "", *, version: str = "1.1",
                    extra_headers: list[tuple[str, str]] | None = None) -> bytes:
     """A complete plain-text error response that closes the connection."""
+    if error_observer is not None:
+        error_observer(status)
     phrase = HTTPStatus(status).phrase
     body = f"{status} {phrase}\n".encode()
     if detail:

@@ -61,6 +61,8 @@ def load_stack_settings(app: str | None = None, *, settings: Mapping[str, Any] |
     (``{"server": {"workers": 2}, "nginx": {"client_max_body_size": "1m"}}``), merged table by
     table.  Relative paths are relative to ``directory`` (default: the settings file's directory,
     else the current one).  Listening stays on 127.0.0.1 unless the overrides say otherwise.
+    With ``[metrics]`` on, its listeners get free loopback ports too (unless the overrides name
+    them), so that stacks from one settings file can run side by side.
     """
     if settings_file is not None:
         path = Path(settings_file).absolute()
@@ -80,6 +82,14 @@ def load_stack_settings(app: str | None = None, *, settings: Mapping[str, Any] |
     data = merge(data, {"compose": {"publish_address": "127.0.0.1"}})
     if app is not None:
         data = merge(data, {"app": {"module": app}})
+    metrics_on = False
+    for table in (data.get("metrics"), (settings or {}).get("metrics")):
+        if isinstance(table, Mapping) and "enabled" in table:  # else validation speaks below
+            metrics_on = table["enabled"] is True
+    if metrics_on:
+        data = merge(data, {"metrics": {"bind": f"127.0.0.1:{free_port()}",
+                                        "nginx_status_port": free_port(),
+                                        "nginx_exporter_port": free_port()}})
     data = merge(data, settings or {})
     loaded = validate_settings(data, label)
     static = loaded.settings.nginx.static_dir
@@ -132,9 +142,11 @@ class Stack:
 
     @property
     def pids(self) -> dict[str, int]:
-        """The masters' process ids: ``{"server": ..., "nginx": ...}``."""
+        """The masters' process ids: ``{"server": ..., "nginx": ...}``, and ``"exporter"`` when
+        prometheus-nginx-exporter runs ([metrics] on)."""
         return {name: proc.pid for name, proc in (("server", self.local.server),
-                                                  ("nginx", self.local.nginx)) if proc}
+                                                  ("nginx", self.local.nginx),
+                                                  ("exporter", self.local.exporter)) if proc}
 
     def url_for(self, path: str) -> str:
         return self.url + (path if path.startswith("/") else "/" + path)

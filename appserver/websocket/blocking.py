@@ -242,6 +242,8 @@ class Registry:
         self._reserved = 0
         self._lock = threading.Lock()
         self._next_tick = 0.0
+        # Told the number open after every change (appserver.metrics.recorder); under the lock.
+        self.on_change: Callable[[int], None] | None = None
 
     def reserve(self) -> bool:
         """Claim a place for an upgrade request; False when the worker is full."""
@@ -256,10 +258,14 @@ class Registry:
             self._reserved -= 1
             if ws is not None:
                 self._sockets.discard(ws)
+                if self.on_change is not None:
+                    self.on_change(len(self._sockets))
 
     def opened(self, ws: KeepAlive) -> None:
         with self._lock:
             self._sockets.add(ws)
+            if self.on_change is not None:
+                self.on_change(len(self._sockets))
 
     def __len__(self) -> int:
         return self._reserved

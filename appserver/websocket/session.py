@@ -24,7 +24,7 @@ from __future__ import annotations
 import codecs
 import logging
 from collections import deque
-from typing import cast
+from typing import Any, cast
 
 from websockets.exceptions import ProtocolError
 from websockets.frames import Frame, Opcode
@@ -43,6 +43,15 @@ TEXT, BINARY, CONT, PONG, CLOSE = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opco
 # The protocol logs "connection closed" at INFO for every connection and its own internal
 # errors at ERROR; only the latter are worth the app's log.
 _LOG = logging.getLogger("appserver.websocket.protocol")
+# (counters, slot of messages received, slot of messages sent): set in a worker by
+# appserver.metrics.recorder (plain stores into its shared memory), None otherwise.
+message_counters: tuple[Any, int, int] | None = None
+
+
+def _count(direction: int) -> None:
+    counters = message_counters
+    if counters is not None:
+        counters[0][counters[direction]] += 1
 _LOG.setLevel(logging.WARNING)
 
 
@@ -122,11 +131,14 @@ class WebSocketSession:
             if fin:  # the common case: a whole message in one frame
                 if opcode is BINARY:
                     self.messages.append(data)
+                    _count(1)
                     return
                 try:
                     self.messages.append(data.decode("utf-8"))
                 except UnicodeDecodeError as exc:
                     self._invalid_utf8(exc)
+                    return
+                _count(1)
                 return
             self._text = opcode is TEXT
             self._decoder = codecs.getincrementaldecoder("utf-8")() if self._text else None
@@ -143,6 +155,7 @@ class WebSocketSession:
             self._parts.clear()
             self._decoder = None
             self.messages.append(whole.decode("utf-8") if self._text else whole)
+            _count(1)
 
     def _invalid_utf8(self, exc: UnicodeDecodeError) -> None:
         self._parts.clear()
@@ -176,6 +189,7 @@ class WebSocketSession:
             proto.send_text(data.encode("utf-8"))
         else:
             proto.send_binary(data)
+        _count(2)
         return _outgoing(proto.data_to_send())
 
     def ping(self, payload: bytes = b"") -> bytes:

@@ -156,6 +156,8 @@ class RequestCycle:
                                     is_unix=protocol.is_unix)
         except ProtocolError as exc:  # contradictory scheme headers, a refused header name
             log.info("bad request from %s: %s", protocol.peer_text(), exc)
+            if state.metrics is not None:  # it ends here (no access-log call)
+                state.metrics.done(head.method, str(exc.status), 0, 0, 0.0)
             return False, error_response(exc.status, exc.detail)
         started = time.monotonic()
         hooks = state.wsgi.hooks  # None unless a request hook or StatsD is set

@@ -196,8 +196,8 @@ class AiohttpWorker(AsyncioWorker):
                 duration: float) -> None:
         self.state.count_request()
         access_log = self.state.access_log
-        if not access_log.enabled:
-            return
+        if not access_log.enabled and access_log.metrics is None:
+            return  # (the metrics count in access_log.log: appserver.metrics.recorder)
         try:
             environ = {"HTTP_" + name.upper().replace("-", "_"): value
                        for name, value in request.headers.items()}
@@ -206,7 +206,8 @@ class AiohttpWorker(AsyncioWorker):
                 "REMOTE_ADDR": request.get(REMOTE_KEY) or request.remote or "-",
                 "REQUEST_METHOD": request.method, "RAW_URI": request.raw_path,
                 "PATH_INFO": request.path, "QUERY_STRING": request.query_string,
-                "SERVER_PROTOCOL": f"HTTP/{version.major}.{version.minor}"})
+                "SERVER_PROTOCOL": f"HTTP/{version.major}.{version.minor}",
+                "CONTENT_LENGTH": request.headers.get("Content-Length", "")})
             status = f"{response.status} {response.reason}"
             headers = list(response.headers.items())
             access_log.log(environ, status, headers, _body_bytes(response, status, headers),

@@ -55,6 +55,8 @@ from .linger import linger as lingering_close
 if TYPE_CHECKING:
     import ssl
 
+    from ..metrics.recorder import Recorder
+
 log = logging.getLogger("appserver.worker")
 
 IDLE, PARTIAL, CLOSED = "idle", "partial", "closed"
@@ -123,6 +125,7 @@ class ServingState:
         self.tls: ssl.SSLContext | None = None  # set by the worker when the listeners speak TLS
         self.proxy_protocol: ProxyMode = config.proxy_protocol
         self.proxy_allow = AllowList(config.proxy_allow_ips)
+        self.metrics: Recorder | None = None  # set by the worker when metrics are recorded
 
     def proxy_header_reader(self, peer: tuple[str, int] | None,
                             is_unix: bool) -> ProxyHeaderReader | None:
@@ -133,9 +136,16 @@ class ServingState:
         allowed = self.proxy_allow.allows(peer[0] if peer else "", is_unix)
         return ProxyHeaderReader(self.proxy_protocol, allowed=allowed)
 
-    def count_request(self) -> bool:
-        """Count one request; False once this worker should retire after it."""
+    def count_request(self, head: RequestHead | None = None) -> bool:
+        """Count one request (its metrics: in flight, and ``head`` as the current request, until
+        its access-log call); False once this worker should retire after it."""
         self.requests += 1
+        metrics = self.metrics
+        if metrics is not None:
+            if head is None:
+                metrics.begin(None, None)
+            else:
+                metrics.begin(head.method, head.target)
         if self.max_requests and self.requests >= self.max_requests and not self.stopping:
             self.stopping = True
             if self.on_retire is not None:
@@ -294,10 +304,10 @@ class Connection:
         if head.upgrade is not None and is_websocket_request(head):
             from .wspump import serve_websocket  # noqa: PLC0415 - only for upgrade requests
 
-            state.count_request()
+            state.count_request(head)
             return serve_websocket(self, head)
         # Count first: the sync worker never keeps alive, and must still count for --max-requests.
-        more = state.count_request()
+        more = state.count_request(head)
         keep_alive = head.keep_alive and state.keep_alive and more
         self._body_done = False
         self._body_read = 0
@@ -307,8 +317,13 @@ class Connection:
             self._head = head
             response.before_head = self._veto_keep_alive_if_body_unread
         body = InputStream(self._pull_body)
-        environ = build_environ(state.wsgi, head, body, peer=self.peer, local=self.local,
-                                is_unix=self.is_unix)
+        try:
+            environ = build_environ(state.wsgi, head, body, peer=self.peer, local=self.local,
+                                    is_unix=self.is_unix)
+        except ProtocolError as exc:  # refused (handle() answers): it ends here for the metrics
+            if state.metrics is not None:
+                state.metrics.done(head.method, str(exc.status), 0, 0, 0.0)
+            raise
         started = time.monotonic()
         hooks = state.wsgi.hooks  # None unless a request hook or StatsD is set
         try:

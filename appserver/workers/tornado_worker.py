@@ -93,6 +93,7 @@ class TornadoWorker(AsyncioWorker):
             "SERVER_PROTOCOL": request.version,
             "HTTP_USER_AGENT": request.headers.get("User-Agent", "-"),
             "HTTP_REFERER": request.headers.get("Referer", "-"),
+            "CONTENT_LENGTH": request.headers.get("Content-Length", ""),
         }
         status = f"{handler.get_status()} {handler._reason}"
         length = int(handler._headers.get("Content-Length", 0) or 0)

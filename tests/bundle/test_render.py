@@ -54,7 +54,7 @@ def test_committed_files_are_fresh() -> None:
 
 def test_render_check_command_on_the_repository(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_command("render", "--check", "--settings", str(REPO / "settings.toml")) == 0
-    assert "up to date: 5 files" in capsys.readouterr().out
+    assert "up to date: 7 files" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("source", ["maximal.toml", "bare.toml"])
@@ -366,4 +366,4 @@ def test_committed_asgi_files_are_fresh(capsys: pytest.CaptureFixture[str]) -> N
     """deploy/asgi/ is settings.asgi.toml rendered (the sample app's ASGI twin in compose)."""
     assert run_command("render", "--check", "--settings", str(REPO / "settings.asgi.toml"),
                        "--out", str(REPO / "deploy" / "asgi")) == 0
-    assert "up to date: 5 files generated from settings.asgi.toml" in capsys.readouterr().out
+    assert "up to date: 7 files generated from settings.asgi.toml" in capsys.readouterr().out
