@@ -36,15 +36,22 @@ _RETIRING = 25                            # a byte
 RETIRE_MAX_REQUESTS, RETIRE_MEMORY = 1, 2
 
 
+def shared_map(prefix: str, size: int, directory: str | None) -> mmap.mmap:
+    """``size`` zeroed bytes shared with the children forked after this call: a file in
+    ``directory`` (``--worker-tmp-dir``), unlinked at once and mapped (the metrics counters
+    use it too)."""
+    fd, path = tempfile.mkstemp(prefix=prefix, dir=directory)
+    try:
+        os.unlink(path)
+        os.ftruncate(fd, size)
+        return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(fd)
+
+
 class Heartbeat:
     def __init__(self, directory: str | None) -> None:
-        fd, path = tempfile.mkstemp(prefix="appserver-hb-", dir=directory)
-        try:
-            os.unlink(path)
-            os.ftruncate(fd, _SIZE)
-            self._map = mmap.mmap(fd, _SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
-            os.close(fd)
+        self._map = shared_map("appserver-hb-", _SIZE, directory)
         self._floats = memoryview(self._map).cast("d")
         self._counts = memoryview(self._map).cast("Q")
         self.beat()

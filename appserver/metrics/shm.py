@@ -28,9 +28,7 @@ Layout (native byte order, 8-byte slots): see the constants below.
 
 from __future__ import annotations
 
-import mmap
-import os
-import tempfile
+from ..heartbeat import shared_map
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "other")
 METHOD_INDEX = {name: index for index, name in enumerate(METHODS[:-1])}
@@ -75,13 +73,7 @@ class WorkerCounters:
     """The map and its views: ``counts`` (unsigned), ``gauges`` (signed), ``floats``."""
 
     def __init__(self, directory: str | None) -> None:
-        fd, path = tempfile.mkstemp(prefix="appserver-metrics-", dir=directory)
-        try:
-            os.unlink(path)
-            os.ftruncate(fd, _SIZE)
-            self._map = mmap.mmap(fd, _SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
-            os.close(fd)
+        self._map = shared_map("appserver-metrics-", _SIZE, directory)
         self.counts = memoryview(self._map).cast("Q")
         self.gauges = memoryview(self._map).cast("q")
         self.floats = memoryview(self._map).cast("d")
