@@ -89,3 +89,20 @@ def test_the_access_log_names_the_believed_client(stack: Stack) -> None:
         assert time.monotonic() < deadline, stack.log("nginx-access.log")
         time.sleep(0.05)
     assert lines[0].split()[0] == ("203.0.113.7" if hops(stack) == 1 else "198.51.100.2")
+
+
+@pytest.mark.parametrize("source", [UNTRUSTED, TRUSTED])
+def test_the_request_id_is_nginx_s_and_in_its_access_log(stack: Stack, source: str) -> None:
+    """X-Request-ID reaches the app as nginx's $request_id, whoever sent one, and nginx's access
+    line for the request carries the same id (rid=), so one request is found in both logs."""
+    marker = f"/environ?rid={time.monotonic_ns()}"
+    host, port = stack.url.removeprefix("http://").rsplit(":", 1)
+    env = environ_seen(host, int(port), source=source, path=marker,
+                       headers={"X-Request-ID": "chosen-by-the-client"})
+    request_id = env["HTTP_X_REQUEST_ID"]
+    assert len(request_id) == 32 and int(request_id, 16) >= 0, request_id
+    deadline = time.monotonic() + 5  # nginx writes the line once the response is sent
+    while not (lines := [x for x in stack.log("nginx-access.log").splitlines() if marker in x]):
+        assert time.monotonic() < deadline, stack.log("nginx-access.log")
+        time.sleep(0.05)
+    assert lines[0].endswith(f" rid={request_id}"), lines[0]
