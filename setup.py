@@ -27,17 +27,19 @@ def hot_path_extensions() -> list[Extension]:
     if choice not in ("auto", "0", "1"):
         raise SystemExit(f"{COMPILE_ENV}={choice!r}: use 0 (pure Python), 1 (compile, or fail) "
                          "or leave it unset (compile when a C compiler is at hand)")
-    if choice == "0":
-        return []
     hot_path = BUILD["HOT_PATH"]
-    # An editable install compiles in place: the last build's modules go first, so that a
-    # compile that fails now leaves the pure build, never old compiled code beside new sources.
+    # An editable install compiles in place: the last build's modules go first, so that a pure
+    # build (APPSERVER_COMPILE=0) or a compile that fails now leaves pure Python, never old
+    # compiled code beside new sources.
     for path in hot_path:
         old = BUILD["compiled_file"](ROOT / path)
         if old is not None:
             old.unlink()
     for old in ROOT.glob("appserver__mypyc.*"):
         old.unlink()
+    if choice == "0":
+        (ROOT / "appserver" / BUILD["DIGESTS"]).unlink(missing_ok=True)
+        return []
     # What is compiled, by digest: the installed package runs it only while its sources match.
     digests = {BUILD["module_name"](path): BUILD["source_digest"](ROOT / path) for path in hot_path}
     (ROOT / "appserver" / BUILD["DIGESTS"]).write_text(json.dumps(digests, indent=1) + "\n")
