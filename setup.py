@@ -37,11 +37,17 @@ def hot_path_extensions() -> list[Extension]:
             old.unlink()
     for old in ROOT.glob("appserver__mypyc.*"):
         old.unlink()
+    for path in BUILD["C_EXTENSIONS"].values():
+        old = BUILD["compiled_file"]((ROOT / path).with_suffix(".py"))
+        if old is not None:
+            old.unlink()
     if choice == "0":
         (ROOT / "appserver" / BUILD["DIGESTS"]).unlink(missing_ok=True)
         return []
     # What is compiled, by digest: the installed package runs it only while its sources match.
     digests = {BUILD["module_name"](path): BUILD["source_digest"](ROOT / path) for path in hot_path}
+    digests |= {name: BUILD["source_digest"](ROOT / path)
+                for name, path in BUILD["C_EXTENSIONS"].items()}
     (ROOT / "appserver" / BUILD["DIGESTS"]).write_text(json.dumps(digests, indent=1) + "\n")
     from mypyc.build import mypycify
 
@@ -52,6 +58,9 @@ def hot_path_extensions() -> list[Extension]:
     extensions: list[Extension] = mypycify(
         ["--config-file=", "--ignore-missing-imports", "--follow-imports=silent", *hot_path],
         opt_level="3", group_name="appserver")
+    # The hand-written ones (C_EXTENSIONS: each has a pure-Python twin).
+    extensions += [Extension(name, [path], extra_compile_args=["-O2"])
+                   for name, path in BUILD["C_EXTENSIONS"].items()]
     for extension in extensions:
         extension.optional = choice != "1"
     return extensions

@@ -165,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import ws
 
         return ws.main(argv[1:])
+    if argv[:1] == ["metrics"]:  # ``python -m bench metrics ...``: what --metrics-bind costs
+        from bench import metrics_cost
+
+        return metrics_cost.main(argv[1:])
     args = parse_args(argv)
     commands = {matrix.OURS: args.ours_cmd, matrix.GUNICORN: args.gunicorn_cmd,
                 matrix.UVICORN: args.uvicorn_cmd, matrix.GRANIAN: args.granian_cmd}

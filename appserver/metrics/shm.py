@@ -17,8 +17,9 @@ another thread, because the interpreter only switches threads at its eval-breake
 into Python code, backward jumps).  A free-threaded build would need per-thread slots.
 
 The current request (for ``appserver status``) is several slots: the writer clears its start
-time first and sets it last, and the reader discards what it read when the start time was zero
-or changed meanwhile.  It is the newest request begun; the worker does not clear it when the
+time first, then writes the method, the path and the start time with one ``pack_into`` whose
+last field is the start time; the reader discards what it read when the start time was zero or
+changed meanwhile.  It is the newest request begun; the worker does not clear it when the
 request ends (a clock read per request saved): the reader shows it only while the worker has a
 request in flight.  A worker serving several at once (gthread, asyncio) may then show its newest
 request although that one has ended and an older one still runs.
@@ -27,6 +28,8 @@ Layout (native byte order, 8-byte slots): see the constants below.
 """
 
 from __future__ import annotations
+
+import struct
 
 from ..heartbeat import shared_map
 
@@ -52,13 +55,15 @@ PARSE = RESPONSE_BYTES + 1                           # [index in PARSE_ERRORS]
 WS_OPEN = PARSE + len(PARSE_ERRORS)
 WS_RECEIVED = WS_OPEN + 1
 WS_SENT = WS_RECEIVED + 1
-CURRENT_START = WS_SENT + 1                         # float time.monotonic(); 0: none
-CURRENT_REQUEST = CURRENT_START + 1                  # index in METHODS << 8 | bytes of the path
+# The current request: [method index][path, NUL-padded][start], packed by CURRENT in one call.
+CURRENT_REQUEST = WS_SENT + 1                        # index in METHODS
 CURRENT_PATH = CURRENT_REQUEST + 1                   # PATH_BYTES bytes from here
 PATH_BYTES = 96
+CURRENT_START = CURRENT_PATH + PATH_BYTES // 8       # float time.monotonic(); 0: none
+CURRENT = struct.Struct(f"=Q{PATH_BYTES}sd")         # at CURRENT_REQUEST * 8
 # One joint counter per (method, status class, duration bin), so that a request ends with one
 # increment: appserver_requests_total and the histogram are its sums, made when scraped.
-REQUESTS = CURRENT_PATH + PATH_BYTES // 8            # [(method * CLASSES + class) * BINS + bin]
+REQUESTS = CURRENT_START + 1           # [(method * CLASSES + class) * BINS + bin]
 SLOTS = REQUESTS + len(METHODS) * CLASSES * BINS
 _SIZE = SLOTS * 8
 
@@ -101,11 +106,10 @@ class WorkerCounters:
         start = float(floats[CURRENT_START])
         if not start or not self.in_flight():
             return None  # (the newest request begun has ended, and no other runs)
-        request = int(self.counts[CURRENT_REQUEST])
-        method = METHODS[min(request >> 8, len(METHODS) - 1)]
-        length = min(request & 0xFF, PATH_BYTES)
-        offset = CURRENT_PATH * 8
-        path = bytes(self.raw[offset:offset + length]).decode("latin-1")
+        index, raw_path, _ = CURRENT.unpack_from(self.raw, CURRENT_REQUEST * 8)
+        method = METHODS[min(index, len(METHODS) - 1)]
+        # (A request target holds no NUL: llhttp refuses one, so the padding is all that is.)
+        path = raw_path.rstrip(b"\0").decode("latin-1")
         if float(floats[CURRENT_START]) != start:
             return None
         return method, path, start
