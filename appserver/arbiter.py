@@ -13,6 +13,10 @@ Design notes
 * Upgrade (USR2) forks and execs a new master that inherits the listening sockets
   (``APPSERVER_FDS``); the operator then sends WINCH (retire our workers) and TERM to the old one.
 * Worker deaths are explained truthfully by :func:`appserver.policy.describe_exit`.
+* Under systemd the listening sockets may come from socket activation (:mod:`appserver.activation`:
+  they are then the binds, kept across reloads), and the master reports its state through
+  sd_notify (:mod:`appserver.sdnotify`: READY, RELOADING, STOPPING, STATUS, the watchdog); here
+  there are only the calls.
 """
 
 from __future__ import annotations
@@ -30,12 +34,14 @@ from typing import Any
 
 from . import policy, proctitle, tls
 from ._build import BUILD, BUILD_REASON
+from .activation import inherited_listeners, take_listen_fds, warn_if_bind_differs
 from .config import ConfigError, ServerConfig
 from .heartbeat import STOP_RESTART, STOP_SHUTDOWN, Heartbeat
 from .hooks import EXIT_BOOT_ERROR, HookFailed, ServerHooks
 from .logs import ReopenableStreamHandler, capture_output, check_log_paths, reopen_error_log, setup_error_log
 from .metrics.master import MasterMetrics
 from .metrics.shm import WorkerCounters
+from .sdnotify import ServiceNotifier
 from .sockets import FDS_ENV, Listener, bind_all, discard, inherited_sockets
 from .upgrade import PARENT_ENV, Upgrader
 from .workers import load_worker_class
@@ -87,6 +93,8 @@ class Arbiter:
         self._next_spawn_at = 0.0
         self.upgrader = Upgrader(self)
         self.metrics = MasterMetrics(self)
+        self.sd = ServiceNotifier(None, None)  # systemd's sd_notify (appserver.sdnotify)
+        self.socket_activated = False  # the listeners came from LISTEN_FDS (appserver.activation)
 
     @property
     def num_workers(self) -> int:
@@ -121,9 +129,12 @@ class Arbiter:
         self._check_tls(config)
         self.num_workers = config.workers
         self.hooks.on_starting(self)
-        self.listeners = bind_all(config.addresses, backlog=config.backlog,
-                                  socket_mode=config.socket_mode, socket_group=config.socket_group,
-                                  inherited=inherited_sockets(), reuse_port=config.reuse_port)
+        passed = take_listen_fds()
+        self.socket_activated = bool(passed)
+        self.listeners = inherited_listeners(passed, config.addresses) if passed else bind_all(
+            config.addresses, backlog=config.backlog, socket_mode=config.socket_mode,
+            socket_group=config.socket_group, inherited=inherited_sockets(),
+            reuse_port=config.reuse_port)
         os.environ.pop(FDS_ENV, None)
         self.upgrader.adopt_parent(os.environ.pop(PARENT_ENV, None))
         try:
@@ -140,6 +151,7 @@ class Arbiter:
         for sig in HANDLED:
             signal.signal(sig, self._on_signal)
         self.metrics.start(config)
+        self.sd = ServiceNotifier.from_environ()
         proctitle.set_title("master", config.proc_name)
         log.info("appserver master %d listening on %s (%s, %d workers%s; %s build: %s)",
                  self.pid, ", ".join(str(listener) for listener in self.listeners),
@@ -192,7 +204,8 @@ class Arbiter:
                 self.check_reload()
                 self.manage_workers()
                 self.metrics.tick()
-                self._sleep(0.5 if self.pending_reload else 1.0)
+                self.sd.tick(sum(w.heartbeat.booted for w in self.current()))
+                self._sleep(self.sd.sleep_limit(0.5 if self.pending_reload else 1.0))
         except HaltServer as exc:
             log.error("%s", exc)
             self.stop(graceful=False)
@@ -408,6 +421,7 @@ class Arbiter:
         if self.pending_reload is not None:
             log.info("a reload is already in progress")
             return
+        self.sd.reloading()
         try:
             config = self.reload_config()
             check_log_paths(config)
@@ -415,6 +429,7 @@ class Arbiter:
             self._check_tls(config)
         except (ConfigError, OSError, Exception) as exc:
             log.error("reload refused, the old settings stay in force: %s", exc)
+            self.sd.reloaded(f"reload refused: {exc}")
             return
         if config.preload_app and self.app is not None:
             log.warning("--preload: HUP reloads the settings, not the code (use USR2 for new code)")
@@ -422,6 +437,7 @@ class Arbiter:
             listeners = self._rebind(config)
         except Exception as exc:
             log.error("reload refused: %s", exc)
+            self.sd.reloaded(f"reload refused: {exc}")
             return
         # As gunicorn: the logging is set up again from the new settings (a logconfig file may
         # have changed too); settings that cannot be applied leave the previous logging.
@@ -435,6 +451,9 @@ class Arbiter:
         log.info("reloading: started %d workers of generation %d", config.workers, generation)
 
     def _rebind(self, config: ServerConfig) -> list[Listener]:
+        if self.socket_activated:  # the service manager's sockets stay the binds (as gunicorn)
+            warn_if_bind_differs(self.listeners, config.addresses)
+            return list(self.listeners)
         kept = {str(listener.address): listener for listener in self.listeners}
         result = []
         try:
@@ -468,6 +487,7 @@ class Arbiter:
         self.num_workers = config.workers
         self.pending_reload = None
         log.info("reloaded: generation %d serves, %d old workers retiring", generation, len(old))
+        self.sd.reloaded()
 
     def abandon_reload(self, why: str) -> None:
         assert self.pending_reload is not None
@@ -479,11 +499,13 @@ class Arbiter:
             if listener not in self.listeners:
                 listener.close(unlink=True)
         log.error("reload abandoned (%s); the old workers keep serving", why)
+        self.sd.reloaded(f"reload abandoned ({why}); the old workers serve")
 
     # ---- stop -------------------------------------------------------------------------------
 
     def stop(self, graceful: bool) -> None:
         self.stopping = True
+        self.sd.stopping(graceful, self.upgrader.child_pid if self.upgrader.child_alive() else 0)
         sig = signal.SIGTERM if graceful else signal.SIGQUIT
         for worker in list(self.workers.values()):
             self.retire(worker, sig)
@@ -499,6 +521,7 @@ class Arbiter:
                     limit = min(limit, time.monotonic() + 3.0)
             self.reap()
             self.check_timeouts()
+            self.sd.feed_watchdog()
             self._sleep(0.1)
         for worker in list(self.workers.values()):
             self._kill(worker.pid, signal.SIGKILL)
@@ -511,6 +534,7 @@ class Arbiter:
             listener.close(unlink=unlink)
         self.upgrader.remove_pidfile()
         self.metrics.close()
+        self.sd.close()
         log.info("master %d stopped", self.pid)
         self.hooks.on_exit(self)
 

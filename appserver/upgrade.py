@@ -19,6 +19,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from .activation import environ_for_new_master
 from .sockets import FDS_ENV
 
 if TYPE_CHECKING:
@@ -110,6 +111,11 @@ class Upgrader:
                 env = dict(os.environ)
                 env[FDS_ENV] = ",".join(str(fd) for fd in fds)
                 env[PARENT_ENV] = str(self.arbiter.pid)
+                # systemd's variables, taken out of the old master's environment at its start:
+                # the new master notifies (and takes LISTEN_FDS) under its own pid.
+                env.update(self.arbiter.sd.environ_for_new_master(os.getpid()))
+                if self.arbiter.socket_activated:
+                    env.update(environ_for_new_master(self.arbiter.listeners, os.getpid()) or {})
                 os.chdir(START_CWD)
                 self.arbiter.hooks.pre_exec(self.arbiter)
                 os.execvpe(command[0], command, env)
