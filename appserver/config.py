@@ -954,7 +954,9 @@ ALIASES = {alias: name for name in SETTING_NAMES
 ENV_PREFIX = "APPSERVER_"
 # Variables the server passes to itself (USR2 upgrade); never settings.
 # Not settings: the upgrade hand-off, and which build of the package runs (appserver/_build.py).
-INTERNAL_ENV = {"APPSERVER_FDS", "APPSERVER_PARENT_PID", PURE_ENV, COMPILE_ENV}
+# APPSERVER_REDIS_URL is the app's (appserver.broadcast), which the bundle sets for it.
+INTERNAL_ENV = {"APPSERVER_FDS", "APPSERVER_PARENT_PID", PURE_ENV, COMPILE_ENV,
+                "APPSERVER_REDIS_URL"}
 
 
 # --------------------------------------------------------------------------------------------

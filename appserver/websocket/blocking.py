@@ -16,6 +16,7 @@ Design notes
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
@@ -115,6 +116,9 @@ class WebSocket(KeepAlive):
 
     def _write(self, data: bytes) -> None:
         if data:
+            # A write blocks while the peer's window is full, for ever if it stopped reading;
+            # the worker's keep-alive tick cuts a write stuck for an interval.
+            self.write_started = time.monotonic()
             try:
                 # One send() is enough for a frame that fits the socket buffer (nearly all); a
                 # green sendall() costs a getsockopt() call and a memoryview on every use.
@@ -123,6 +127,23 @@ class WebSocket(KeepAlive):
                     self.sock.sendall(data[sent:])
             except OSError:
                 self.session.receive_data(None)
+            finally:
+                self.write_started = None
+
+    def _writable(self) -> bool:
+        fd = self.sock.fileno()
+        if fd < 0:
+            return True  # closed: a write fails at once instead of blocking
+        try:
+            # poll, not select (descriptors past 1023); eventlet's patching removes poll.
+            poll = getattr(select, "poll", None)
+            if poll is not None:
+                poller = poll()
+                poller.register(fd, select.POLLOUT)
+                return bool(poller.poll(0))
+            return bool(select.select([], [fd], [], 0)[1])
+        except (OSError, ValueError):
+            return True
 
     def _restore_blocking(self) -> None:
         try:
