@@ -16,9 +16,9 @@ WORKDIR /src
 # setuptools`), else from the package index.
 RUN python3 -m venv /opt/venv \
  && if ls wheelhouse/*.whl >/dev/null 2>&1; then \
-        /opt/venv/bin/pip install --no-cache-dir --no-index --find-links wheelhouse .; \
+        /opt/venv/bin/pip install --no-cache-dir --no-index --find-links wheelhouse . 'redis>=5'; \
     else \
-        /opt/venv/bin/pip install --no-cache-dir .; \
+        /opt/venv/bin/pip install --no-cache-dir . 'redis>=5'; \
     fi \
  && rm -rf /src/wheelhouse
 

@@ -83,7 +83,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=4, help="seconds per run (default 4)")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of warm-up (default 1)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--scrape-interval", type=float, default=1.0)
+    parser.add_argument("--scrape-interval", type=float, default=1.0,
+                        help="seconds between scrapes with metrics on (0: no scrapes)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     return parser.parse_args(argv)
 
@@ -149,8 +150,9 @@ def _measure(cell: matrix.Cell, mode: str, nginx: Nginx, args: argparse.Namespac
         metrics_socket = run_dir / "metrics.sock"
         metrics_socket.unlink(missing_ok=True)
         argv += ["--metrics-bind", f"unix:{metrics_socket}"]
-        scraper = Scraper(metrics_socket, args.scrape_interval)
-        scraper.start()
+        if args.scrape_interval > 0:  # 0: the listener is there, nobody scrapes
+            scraper = Scraper(metrics_socket, args.scrape_interval)
+            scraper.start()
     try:
         run = cell_run(cell, argv, nginx, cwd=REPO_ROOT, log_dir=run_dir / "logs",
                        run_dir=run_dir, duration_s=args.duration, warmup_s=args.warmup,

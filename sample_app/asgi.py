@@ -22,10 +22,12 @@ Design notes
 ------------
 * Only Starlette is needed at run time (``pip install 'appserver[asgi]'``): uploads are parsed
   by the WSGI app's own multipart parser from the body, so python-multipart is not.
-* The chat room is a dict in the worker's memory, as in the WSGI chat: a message reaches the
-  clients of the same worker process only (settings.asgi.toml runs one worker).  Everything
-  runs in the worker's event loop, so the room needs no lock; a broadcast sends to every member
-  concurrently, so one slow client delays no one else.
+* The chat room is an :mod:`appserver.broadcast` room, as in the WSGI chat, on its async API:
+  each WebSocket publishes with ``publish_async`` and a task relays its ``subscribe_async``
+  subscription (a bounded queue: a client that falls behind is closed with 1013, and delays no
+  one else).  With APPSERVER_REDIS_URL set the room spans every worker and replica (and the
+  WSGI chat's, which uses the same room); without it, one worker's clients only
+  (settings.asgi.toml runs one worker, without Redis).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from appserver.broadcast import OVERFLOW, AsyncSubscription, Broadcast, PublishError
 from sample_app.app import (
     MAX_BODY,
     STREAM_MAX_DELAY,
@@ -55,7 +58,7 @@ from sample_app.app import (
     home_html,
     upload_summary,
 )
-from sample_app.chat import SOCKET_PATH, chat_html, parse_message
+from sample_app.chat import LOST, RESTORED, ROOM, SOCKET_PATH, chat_html, parse_message
 
 SERVED_BY = (b"x-served-by", b"sample_app")
 NO_STORE = {"Cache-Control": "no-store"}
@@ -161,57 +164,50 @@ async def chat_plain_get(request: Request) -> Response:
 # ---- the chat ------------------------------------------------------------------------------
 
 
-class AsyncChatRoom:
-    """The WebSockets of one worker process; used from its event loop only (no lock needed)."""
-
-    def __init__(self) -> None:
-        self._members: dict[WebSocket, str] = {}
-        self._guests = itertools.count(1)
-
-    def join(self, ws: WebSocket) -> tuple[str, int]:
-        """Add a client; return the guest name it starts with and how many clients are here."""
-        name = f"guest-{next(self._guests)}"
-        self._members[ws] = name
-        return name, len(self._members)
-
-    def leave(self, ws: WebSocket) -> int:
-        self._members.pop(ws, None)
-        return len(self._members)
-
-    def __len__(self) -> int:
-        return len(self._members)
-
-    async def broadcast(self, event: dict[str, Any]) -> int:
-        """Send ``event`` (as JSON) to every client here, concurrently; return how many got it."""
-        data = json.dumps(event)
-        members = list(self._members)
-        results = await asyncio.gather(*(self._send(ws, data) for ws in members))
-        return sum(results)
-
-    async def _send(self, ws: WebSocket, data: str) -> bool:
-        try:
-            await ws.send_text(data)
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            self.leave(ws)  # it went away (or is closing): drop it
-            return False
-        return True
+# Redis when APPSERVER_REDIS_URL is set, in-process otherwise; connects on first use, in the worker.
+BROADCAST = Broadcast.from_environ(prefix="sample_app:chat:")  # the WSGI chat's prefix and room
+_guests = itertools.count(1)
 
 
-ROOM = AsyncChatRoom()
+async def relay(sub: AsyncSubscription, ws: WebSocket) -> None:
+    """The room's messages to one client, until either ends (a task beside the handler)."""
+    try:
+        async for event in sub:
+            if event.type == "message":
+                await ws.send_text(event.data)
+            else:
+                await ws.send_text(json.dumps({"type": "system", "event": event.type,
+                                               "text": LOST if event.type == "lost" else RESTORED}))
+        if sub.close_code == OVERFLOW:
+            await ws.close(OVERFLOW, "too slow: messages piled up")
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass  # the client went away (or is closing); the handler notices and leaves
+    finally:
+        sub.close()
 
 
-async def chat_socket(ws: WebSocket, room: AsyncChatRoom | None = None) -> None:
-    """``/ws/chat``: join the room, relay each message to everyone here, leave when closed."""
-    room = ROOM if room is None else room
+async def chat_socket(ws: WebSocket, broadcast: Broadcast | None = None) -> None:
+    """``/ws/chat``: join the room, publish each message, relay the room's, leave when closed."""
+    broadcast = BROADCAST if broadcast is None else broadcast
     await ws.accept()
     worker = os.getpid()
-    guest, count = room.join(ws)
+    guest = f"guest-{worker}-{next(_guests)}"
+    sub = broadcast.subscribe_async(ROOM)
+    task: asyncio.Task[None] | None = None
+
+    async def publish(event: dict[str, Any]) -> None:
+        try:
+            await broadcast.publish_async(ROOM, json.dumps(event))
+        except PublishError as exc:  # not delivered to anyone: its sender hears so
+            await ws.send_text(json.dumps({"type": "error", "text": f"not delivered: {exc}"}))
+
     try:
         # Only the new client learns its guest name and which worker it reached.
         await ws.send_text(json.dumps({"type": "welcome", "name": guest, "worker": worker,
-                                       "clients": count}))
-        await room.broadcast({"type": "presence", "event": "join", "name": guest,
-                              "clients": count})
+                                       "room": broadcast.backend.name,
+                                       "clients": broadcast.subscribers(ROOM)}))
+        task = asyncio.create_task(relay(sub, ws))
+        await publish({"type": "presence", "event": "join", "name": guest, "worker": worker})
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":  # the client, or the server's close
@@ -224,14 +220,19 @@ async def chat_socket(ws: WebSocket, room: AsyncChatRoom | None = None) -> None:
             except ValueError as exc:
                 await ws.send_text(json.dumps({"type": "error", "text": str(exc)}))
                 continue
-            await room.broadcast({"type": "message", "name": name, "text": text,
-                                  "worker": worker})
-    except (WebSocketDisconnect, OSError):
+            await publish({"type": "message", "name": name, "text": text, "worker": worker})
+    except (WebSocketDisconnect, RuntimeError, OSError):
         pass  # this client went away while we wrote to it: nothing to report
     finally:
-        count = room.leave(ws)
-        await room.broadcast({"type": "presence", "event": "leave", "name": guest,
-                              "clients": count})
+        sub.close()
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        try:
+            await broadcast.publish_async(ROOM, json.dumps({"type": "presence", "event": "leave",
+                                                            "name": guest, "worker": worker}))
+        except PublishError:
+            pass  # nobody to tell: its client is gone, and the room is unreachable
 
 
 # ---- the app -------------------------------------------------------------------------------

@@ -2,23 +2,23 @@
 ``/ws/chat``, and the WebSocket endpoint that relays what each client says to every client.
 
 It uses the server's native API, ``environ['wsgi.websocket']`` (``receive()``, ``send()``,
-``close()``); the page's script and style are static files (``/static/chat.js``,
-``/static/chat.css``), served by nginx.
+``close()``), and :mod:`appserver.broadcast` for the room; the page's script and style are
+static files (``/static/chat.js``, ``/static/chat.css``), served by nginx.
 
 Design notes
 ------------
-* Across workers: the room is a module-level object, so each worker process of the server has a
-  room of its own, and a message reaches the clients connected to the same worker only.  The
-  bundle's settings.toml runs one worker, so everyone sees everything.  With several workers (or
-  several hosts) a real deployment puts a pub/sub such as Redis behind the room: each worker
-  publishes what its clients say and relays what it receives to its own clients.
-* Threads: with the ``gthread`` worker every WebSocket runs in a thread of its own, which blocks
-  in ``receive()``; a message is broadcast from the sender's thread straight to the other
-  sockets.  The room's lock guards only its membership: a broadcast copies the members under the
-  lock and sends outside it, so a slow client never holds the lock (and never stops joins and
-  leaves).  ``send()`` is safe from any thread: the server serialises the writes of each socket.
-* A send to a client that has just gone raises; that client is dropped from the room, and its
-  own thread leaves as well once its ``receive()`` returns None.
+* Across workers and hosts: the room is a broadcast room.  With ``APPSERVER_REDIS_URL`` set (the
+  bundle sets it when ``[redis]`` is on) every message goes through Redis and reaches every
+  client of every worker of every replica; without it the room is in-process and reaches the
+  clients of one worker only.
+* Threads: with the ``gthread`` worker each WebSocket's handler blocks in ``receive()`` and
+  publishes what its client says; a second thread per WebSocket (a greenlet under gevent or
+  eventlet) takes the room's messages from the WebSocket's subscription and sends them.  A
+  client that does not read fills only its own queue: when it is full the room drops it, and
+  the relay closes it with 1013 (try again later), which the page answers by reconnecting.
+* Failures are said, not swallowed: a message that cannot be published (Redis is down) comes
+  back to its sender as an error, and every client is told when this worker loses the room and
+  when it gets it back (messages sent meanwhile by others do not reach it).
 """
 
 from __future__ import annotations
@@ -31,12 +31,23 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from appserver.broadcast import OVERFLOW, Broadcast, PublishError, Subscription
+
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
 
 SOCKET_PATH = "/ws/chat"  # under nginx.websocket_locations ("/ws/" in settings.toml)
+ROOM = "lobby"
 MAX_NAME = 40
 MAX_TEXT = 2000
+RELAY_JOIN_TIMEOUT = 5.0
+# Redis when APPSERVER_REDIS_URL is set, in-process otherwise; it connects on first use, in the
+# worker (never in the master, even with --preload).
+BROADCAST = Broadcast.from_environ(prefix="sample_app:chat:")
+_guests = itertools.count(1)
+
+LOST = "This worker lost the link to the other workers: messages sent elsewhere may not arrive."
+RESTORED = "The link to the other workers is back."
 
 
 class WebSocketLike(Protocol):
@@ -49,46 +60,21 @@ class WebSocketLike(Protocol):
     def close(self, code: int = 1000, reason: str = "") -> None: ...
 
 
-class ChatRoom:
-    """The clients of one worker process; every method may be called from any thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._members: dict[WebSocketLike, str] = {}
-        self._guests = itertools.count(1)
-
-    def join(self, ws: WebSocketLike) -> tuple[str, int]:
-        """Add a client; return the guest name it starts with and how many clients are here."""
-        with self._lock:
-            name = f"guest-{next(self._guests)}"
-            self._members[ws] = name
-            return name, len(self._members)
-
-    def leave(self, ws: WebSocketLike) -> int:
-        with self._lock:
-            self._members.pop(ws, None)
-            return len(self._members)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._members)
-
-    def broadcast(self, event: dict[str, Any]) -> int:
-        """Send ``event`` (as JSON) to every client here; return how many got it."""
-        data = json.dumps(event)
-        with self._lock:
-            members = list(self._members)
-        delivered = 0
-        for ws in members:
-            try:
-                ws.send(data)
-                delivered += 1
-            except (ConnectionError, OSError):
-                self.leave(ws)  # it went away between the copy and the send
-        return delivered
-
-
-ROOM = ChatRoom()
+def relay(sub: Subscription, ws: WebSocketLike) -> None:
+    """The second thread of a WebSocket: the room's messages to the client, until either ends."""
+    try:
+        for event in sub:
+            if event.type == "message":
+                ws.send(event.data)
+            else:
+                ws.send(json.dumps({"type": "system", "event": event.type,
+                                    "text": LOST if event.type == "lost" else RESTORED}))
+        if sub.close_code == OVERFLOW:
+            ws.close(OVERFLOW, "too slow: messages piled up")
+    except (ConnectionError, OSError):
+        pass  # the client went away; the handler's receive() returns None and it leaves
+    finally:
+        sub.close()
 
 
 def parse_message(raw: str | bytes, default_name: str) -> tuple[str, str]:
@@ -112,8 +98,8 @@ def parse_message(raw: str | bytes, default_name: str) -> tuple[str, str]:
 
 
 def chat_socket(environ: Environ, start_response: StartResponse,
-                room: ChatRoom = ROOM) -> Iterable[bytes]:
-    """``/ws/chat``: join the room, relay each message to everyone here, leave when closed."""
+                broadcast: Broadcast = BROADCAST) -> Iterable[bytes]:
+    """``/ws/chat``: join the room, publish each message, relay the room's, leave when closed."""
     ws: WebSocketLike | None = environ.get("wsgi.websocket")
     if ws is None:
         # A plain GET (or a proxy that dropped the Upgrade header).  400 as RFC 6455 §4.2.1 does
@@ -125,12 +111,24 @@ def chat_socket(environ: Environ, start_response: StartResponse,
             ("X-Served-By", "sample_app")])
         return [body]
     worker = os.getpid()
-    guest, count = room.join(ws)
+    guest = f"guest-{worker}-{next(_guests)}"  # unique across workers
+    sub = broadcast.subscribe(ROOM)
+    sender = threading.Thread(target=relay, args=(sub, ws), name="chat-relay", daemon=True)
+
+    def publish(event: dict[str, Any]) -> None:
+        try:
+            broadcast.publish(ROOM, json.dumps(event))
+        except PublishError as exc:
+            # Not delivered to anyone: its sender hears so (the page shows it as an error).
+            ws.send(json.dumps({"type": "error", "text": f"not delivered: {exc}"}))
+
     try:
         # Only the new client learns its guest name and which worker it reached.
         ws.send(json.dumps({"type": "welcome", "name": guest, "worker": worker,
-                            "clients": count}))
-        room.broadcast({"type": "presence", "event": "join", "name": guest, "clients": count})
+                            "room": broadcast.backend.name,
+                            "clients": broadcast.subscribers(ROOM)}))
+        sender.start()
+        publish({"type": "presence", "event": "join", "name": guest, "worker": worker})
         while True:
             raw = ws.receive()
             if raw is None:  # closed by the client, or by the server (ping timeout, shutdown)
@@ -140,12 +138,18 @@ def chat_socket(environ: Environ, start_response: StartResponse,
             except ValueError as exc:
                 ws.send(json.dumps({"type": "error", "text": str(exc)}))
                 continue
-            room.broadcast({"type": "message", "name": name, "text": text, "worker": worker})
+            publish({"type": "message", "name": name, "text": text, "worker": worker})
     except (ConnectionError, OSError):
         pass  # this client went away while we wrote to it: nothing to report
     finally:
-        count = room.leave(ws)
-        room.broadcast({"type": "presence", "event": "leave", "name": guest, "clients": count})
+        sub.close()
+        if sender.is_alive():
+            sender.join(RELAY_JOIN_TIMEOUT)
+        try:
+            broadcast.publish(ROOM, json.dumps({"type": "presence", "event": "leave",
+                                                "name": guest, "worker": worker}))
+        except PublishError:
+            pass  # nobody to tell: its client is gone, and the room is unreachable
     return []
 
 
@@ -173,10 +177,10 @@ def chat_html() -> str:
 <button type="submit">Send</button>
 </form>
 <p class="note">Messages travel over a WebSocket (<code>{html.escape(SOCKET_PATH)}</code>) through
-nginx to the app server, whose worker relays each one to every client connected
-<em>to the same worker process</em>.  This deployment runs one worker, so everyone sees
-everything; with several workers each has its own set of clients, and a real deployment puts a
-pub/sub such as Redis behind the room so that every worker relays every message.</p>
+nginx to the app server.  The worker that receives one publishes it to the room through Redis
+(<code>[redis]</code> in settings.toml), and every worker relays it to its own clients, so
+everyone sees everything, whichever worker or replica they reached.  Without Redis the room
+lives in one worker process and reaches the clients of that worker only.</p>
 <p><a href="/">Back to the sample app</a></p>
 </body>
 </html>

@@ -5,7 +5,9 @@
 :mod:`appserver.bundle.plan` computes every value that several files share (socket path, users,
 derived limits) once per target (docker, local); :mod:`appserver.bundle.crosscheck` refuses
 settings whose layers would disagree; :mod:`appserver.bundle.render` prints plans through the Jinja
-templates in ``templates/``; :mod:`appserver.bundle.tools` runs ``nginx -t`` and ``docker compose
+templates in ``templates/``; :mod:`appserver.bundle.kubernetes` computes the pod's values for
+``deploy/kubernetes/`` (checked by :mod:`appserver.bundle.crosscheck_kubernetes`);
+:mod:`appserver.bundle.tools` runs ``nginx -t`` and ``docker compose
 config``; :mod:`appserver.bundle.localstack` runs nginx and the app server as plain processes;
 :mod:`appserver.bundle.commands` adds ``render``, ``check`` and ``up`` to the CLI.
 

@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     render = subparsers.add_parser(
         "render", help="render nginx.conf, compose.yaml, the server config and the Dockerfiles",
         description="Render templates/ with the settings file into nginx/nginx.conf, "
-        "nginx/Dockerfile, Dockerfile, compose.yaml and deploy/appserver.toml.")
+        "nginx/Dockerfile, Dockerfile, compose.yaml and deploy/appserver.toml, and the "
+        "Kubernetes manifests into deploy/kubernetes/ (docs/kubernetes.md).")
     _settings_arg(render)
     render.add_argument("--out", metavar="DIR", type=Path,
                         help="write under DIR (default: the settings file's directory)")
@@ -130,6 +131,13 @@ def check_command(args: argparse.Namespace) -> int:
         else:
             failures += 1
             print(f"nginx -t failed:\n{result.output}", file=sys.stderr)
+        result = tools.nginx_test_kubernetes(loaded, nginx)
+        if result.ok:
+            print("ok: nginx -t on the pod's nginx.conf (deploy/kubernetes)")
+        else:
+            failures += 1
+            print(f"nginx -t failed on the pod's nginx.conf (deploy/kubernetes):\n"
+                  f"{result.output}", file=sys.stderr)
     promtool = shutil.which("promtool")
     if promtool is None:
         print("skipped: promtool check config (promtool is not installed: Debian's prometheus "

@@ -14,6 +14,8 @@ import math
 import os
 from pathlib import Path
 
+from appserver.bundle.crosscheck_kubernetes import kubernetes_problems, kubernetes_warnings
+from appserver.bundle.crosscheck_systemd import systemd_problems
 from appserver.bundle.loading import Loaded
 from appserver.bundle.plan import (
     APP_USER,
@@ -44,10 +46,13 @@ def cross_check(loaded: Loaded, plans: list[Plan]) -> list[str]:
     for plan in plans:
         for line in _timeouts(loaded, plan) + _limits(loaded, plan) + _keepalive(loaded, plan) \
                 + _socket(loaded, plan) + _ports(loaded, plan) + _websockets(loaded, plan) \
-                + _forwarding(loaded, plan) + _metrics_private(loaded, plan):
+                + _forwarding(loaded, plan) + _metrics_private(loaded, plan) \
+                + kubernetes_problems(loaded, plan):
             if line not in seen:  # most checks read the same values in both targets
                 seen.add(line)
                 problems.append(line)
+    # The systemd units (deploy/systemd/): their own plan, checked once.
+    problems += [line for line in systemd_problems(loaded) if line not in seen]
     return problems
 
 
@@ -55,7 +60,8 @@ def cross_check_warnings(loaded: Loaded, plans: list[Plan]) -> list[str]:
     """Settings that work only if the app does its part; each line starts with "warning: "."""
     lines: list[str] = []
     for plan in plans:
-        for line in _websocket_pings_off(loaded, plan) + _asgi_threads(loaded, plan):
+        for line in _websocket_pings_off(loaded, plan) + _asgi_threads(loaded, plan) \
+                + _rooms_without_redis(loaded, plan) + kubernetes_warnings(loaded, plan):
             if line not in lines:
                 lines.append(line)
     return lines
@@ -277,6 +283,20 @@ def _websocket_pings_off(loaded: Loaded, plan: Plan) -> list[str]:
         f"sends its own heartbeats more often, otherwise set server.websocket_ping_interval "
         f"(e.g. 20), or server.websocket_idle_timeout below {n.websocket_read_timeout} so the "
         f"server closes idle WebSockets cleanly first"]
+
+
+def _rooms_without_redis(loaded: Loaded, plan: Plan) -> list[str]:
+    """Several workers, WebSockets and no Redis: a warning, because only an app that keeps
+    rooms (a chat) needs to reach every worker, which the bundle cannot see."""
+    f, s = loaded.path, loaded.settings
+    if s.redis.enabled or not s.nginx.websocket_locations or plan.server.workers == 1:
+        return []
+    workers = plan.server.workers or "the automatic count of"
+    return [
+        f"warning: {f}: redis.mode = \"off\" with {workers} workers and nginx."
+        f"websocket_locations = {s.nginx.websocket_locations}: an in-process broadcast room "
+        f"(appserver.broadcast without Redis) reaches the clients of one worker only; set "
+        f"redis.mode = \"local\" (or \"url\") so rooms span every worker, or server.workers = 1"]
 
 
 def _asgi_threads(loaded: Loaded, plan: Plan) -> list[str]:

@@ -21,7 +21,9 @@ from appserver.bundle.settings import (
     TlsSettings,
     interface_problems,
 )
+from appserver.bundle.settings_kubernetes import KubernetesSettings
 from appserver.bundle.settings_metrics import MetricsSettings
+from appserver.bundle.settings_systemd import SystemdSettings
 from appserver.config import ServerConfig
 
 RUN_DIR_NAME = ".appserver"
@@ -112,7 +114,8 @@ def describe_errors(exc: ValidationError, data: dict[str, Any], path: Path) -> l
 
 _SECTION_MODELS: dict[str, type[BaseModel]] = {
     "server": ServerConfig, "app": AppSettings, "nginx": NginxSettings, "compose": ComposeSettings,
-    "metrics": MetricsSettings,
+    "metrics": MetricsSettings, "kubernetes": KubernetesSettings,
+    "systemd": SystemdSettings,
 }
 _NESTED_MODELS: dict[tuple[str, str], type[BaseModel]] = {
     ("nginx", "security_headers"): SecurityHeaders, ("nginx", "tls"): TlsSettings,
@@ -131,6 +134,13 @@ def _field_for(loc: list[str | int]) -> tuple[type[BaseModel] | None, str | None
     if len(rest) >= 2 and (str(loc[0]), str(rest[0])) in _NESTED_MODELS:
         model = _NESTED_MODELS[(str(loc[0]), str(rest[0]))]
         rest = rest[1:]
+    # Deeper tables (kubernetes.resources.app): follow the fields whose type is a model.
+    while model is not None and len(rest) >= 2:
+        field = model.model_fields.get(str(rest[0]))
+        inner = field.annotation if field else None
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            break
+        model, rest = inner, rest[1:]
     if model is None:
         return None, None
     name = str(rest[0])

@@ -8,6 +8,9 @@ installed) runs as a third child, started after nginx and stopped before it (SIG
 wait is bounded; past it the child's own process group (which it leads, so it holds only its
 workers) gets SIGKILL, which also reaches nginx workers or server workers orphaned by a killed
 master.  Signal handlers only set an event; the loop in :func:`run_until_signalled` acts on it.
+With ``[redis] mode = "local"`` a redis-server (:mod:`appserver.bundle.redisproc`) starts first,
+on a unix socket in the run directory, and stops last, after the server (whose workers publish
+their clients' goodbyes on the way out); the server gets its URL as APPSERVER_REDIS_URL.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ import appserver
 from appserver.bundle.healthcheck import probe
 from appserver.bundle.loading import Loaded
 from appserver.bundle.plan import Plan
+from appserver.bundle.redisproc import RedisError, RedisServer
 from appserver.bundle.render import render_local, write_files
+from appserver.bundle.settings_redis import ENV_VAR as REDIS_ENV_VAR
 from appserver.bundle.tools import NGINX_INSTALL_HINT, find_exporter, find_nginx, nginx_test
 
 NGINX_STOP_TIMEOUT = 10.0
@@ -69,6 +74,7 @@ class LocalStack:
         self.server: subprocess.Popen[bytes] | None = None
         self.nginx: subprocess.Popen[bytes] | None = None
         self.exporter: subprocess.Popen[bytes] | None = None
+        self.redis: RedisServer | None = None  # [redis] mode = "local"
         self.notes: list[str] = []  # what the stack left out, for `appserver up` to print
         self.plan: Plan | None = None
         self._logs: list[IO[bytes]] = []
@@ -127,8 +133,9 @@ class LocalStack:
         return self._server_command or [sys.executable, "-m", "appserver", "serve",
                                         "--settings", self.plan.server_config_path]
 
-    def _spawn(self, argv: list[str], log_name: str) -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
+    def _spawn(self, argv: list[str], log_name: str,
+               extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        env = {**os.environ, **(extra_env or {})}
         # Run from a source checkout too: the package's parent directory goes on the path.
         package_root = str(Path(appserver.__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
@@ -145,7 +152,8 @@ class LocalStack:
         nginx; return the URL."""
         plan = self.plan or self.prepare()
         socket_path = Path(plan.socket_path)
-        self.server = self._spawn(self.server_command(), "appserver.log")
+        self.server = self._spawn(self.server_command(), "appserver.log",
+                                  {REDIS_ENV_VAR: self._start_redis()})
         deadline = time.monotonic() + timeout
         detail = "no socket yet"
         while True:
@@ -185,6 +193,25 @@ class LocalStack:
         self._start_exporter(plan)
         return self.url
 
+    def _start_redis(self) -> str:
+        """The server's APPSERVER_REDIS_URL: a redis-server of our own for mode "local", the
+        settings' URL for "url", and empty for "off" (which then wins over a REDIS_URL that
+        happens to be in this environment: the settings say where the rooms meet)."""
+        redis = self.loaded.settings.redis
+        if redis.mode == "url":
+            return redis.url or ""
+        if redis.mode == "off":
+            return ""
+        self.redis = RedisServer(self.run_dir / "redis")
+        try:
+            url = self.redis.start()
+        except RedisError as exc:
+            self.redis = None
+            raise StackError(str(exc)) from None
+        self.notes.append(f"redis-server pid {self.redis.pid} on {self.redis.socket} "
+                          f"(log and append-only file in {self.redis.directory})")
+        return url
+
     def _start_exporter(self, plan: Plan) -> None:
         """prometheus-nginx-exporter for nginx's stub_status, when [metrics] asks for it."""
         m = plan.metrics
@@ -196,9 +223,7 @@ class LocalStack:
                 "nginx's numbers: prometheus-nginx-exporter is not installed, so the nginx job of "
                 "prometheus.yml finds nothing (Debian: apt-get install prometheus-nginx-exporter)")
             return
-        self.exporter = self._spawn([exporter, "-nginx.scrape-uri", m.nginx_status_url,
-                                     "-web.listen-address", m.exporter_listen],
-                                    "nginx-exporter.log")
+        self.exporter = self._spawn([exporter, *m.exporter_args], "nginx-exporter.log")
 
     def _log_hint(self, name: str) -> str:
         path = self.run_dir / name
@@ -215,6 +240,8 @@ class LocalStack:
         _stop(self.exporter, signal.SIGTERM, EXPORTER_STOP_TIMEOUT)
         _stop(self.nginx, signal.SIGQUIT, NGINX_STOP_TIMEOUT)
         _stop(self.server, signal.SIGTERM, grace)
+        if self.redis is not None:
+            self.redis.stop()
         for log in self._logs:
             log.close()
         self._logs.clear()

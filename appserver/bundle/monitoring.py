@@ -44,6 +44,15 @@ class MetricsPlan:
     exporter_target: str | None  # what Prometheus scrapes for nginx's numbers
     scrape_interval: int
     alert_5xx_ratio: float
+    prometheus_port: int  # the compose profile's Prometheus, on the host
+
+    @property
+    def exporter_args(self) -> tuple[str, ...]:
+        """prometheus-nginx-exporter's arguments (after its name), wherever it runs."""
+        if self.nginx_status_url is None or self.exporter_listen is None:
+            return ()
+        return ("-nginx.scrape-uri", self.nginx_status_url,
+                "-web.listen-address", self.exporter_listen)
 
     @property
     def private_addresses(self) -> tuple[str, ...]:
@@ -74,6 +83,7 @@ def metrics_plan(loaded: Loaded, target: Literal["docker", "local"]) -> MetricsP
         exporter_listen=exporter_listen if status else None,
         exporter_target=exporter_target if status else None,
         scrape_interval=m.scrape_interval, alert_5xx_ratio=m.alert_5xx_ratio,
+        prometheus_port=m.prometheus_port,
     )
 
 

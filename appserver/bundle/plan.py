@@ -28,10 +28,12 @@ from pydantic import ValidationError
 from appserver.bundle.loading import Loaded, describe_errors
 from appserver.bundle.monitoring import MetricsPlan, control_socket, metrics_plan
 from appserver.bundle.settings import SettingsError
+from appserver.bundle.settings_redis import COMPOSE_URL as REDIS_COMPOSE_URL
 from appserver.bundle.values import format_size
 from appserver.config import ServerConfig, setting_input
 
 Target = Literal["docker", "local"]
+PlanTarget = Literal["docker", "local", "kubernetes", "systemd"]  # kubernetes: the pod's nginx.conf
 
 # ---- Docker facts, chosen here once ------------------------------------------------------------
 SOCKET_NAME = "app.sock"
@@ -56,6 +58,7 @@ HEALTH_PORT = 8081
 # Environment variables that override the published host ports when compose runs.
 HTTP_PORT_ENV = "NGINX_HTTP_PORT"
 HTTPS_PORT_ENV = "NGINX_HTTPS_PORT"
+PROMETHEUS_PORT_ENV = "PROMETHEUS_PORT"  # the monitoring profile's host port
 
 KEEPALIVE_MARGIN = 5  # seconds the server's keep_alive outlives nginx's upstream keepalive_timeout
 STOP_MARGIN = 5  # seconds past graceful_timeout before compose sends SIGKILL (derived default)
@@ -68,6 +71,12 @@ COMPOSE_FILE = "compose.yaml"
 SERVER_CONFIG = "deploy/appserver.toml"
 PROMETHEUS_CONFIG = "deploy/prometheus.yml"
 ALERT_RULES = "deploy/alerts.yml"  # beside prometheus.yml, which names it relatively
+REDIS_DOCKERFILE = "deploy/redis.Dockerfile"  # the compose redis service's ([redis] mode "local")
+# The compose profile "monitoring"'s image: Prometheus and prometheus-nginx-exporter ([metrics]).
+MONITORING_DOCKERFILE = "deploy/monitoring.Dockerfile"
+# What the app image installs besides app.packages when [redis] is on: appserver[redis]'s
+# requirement, so that any project (not only this one, whose extra it is) gets redis-py.
+REDIS_REQUIREMENT = "redis>=5"
 
 # Served by nginx for static files; embedded so that no mime.types file has to be found on the
 # host (the local stack and an unprivileged `nginx -t` need nothing outside the run directory).
@@ -109,11 +118,18 @@ class DockerPlan:
     app_healthcheck: list[str]
     nginx_healthcheck: list[str]
     ports: list[str]  # with ${VAR:-default} for compose to interpolate
+    redis_dockerfile: str = ""  # relative to the context
+    redis_url: str | None = None  # the app's APPSERVER_REDIS_URL; None: [redis] is off
+    monitoring_dockerfile: str = ""  # relative to the context
+    prometheus_config_src: str = ""
+    alert_rules_src: str = ""
+    prometheus_ports: list[str] = field(default_factory=list)  # the monitoring profile's
+    prometheus_healthcheck: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Plan:
-    target: Target
+    target: PlanTarget
     header: str
     socket_dir: str
     socket_path: str
@@ -156,6 +172,9 @@ class Plan:
     public_upstreams: tuple[str, ...] = ()
     metrics: MetricsPlan | None = None  # None: [metrics] is off
     mime_types: tuple[tuple[str, str], ...] = field(default=MIME_TYPES)
+    # Kubernetes: the file the pod's preStop hook creates; the health path answers 503 once it
+    # exists (readiness turns red before nginx stops).  None elsewhere.
+    drain_file: str | None = None
 
 
 def header_line(loaded: Loaded) -> str:
@@ -308,7 +327,8 @@ def docker_plan(loaded: Loaded, out_dir: Path | None = None, *, root: Path | Non
         server_config_src=from_context(SERVER_CONFIG),
         app_src=PurePosixPath(s.app.directory).as_posix(),
         static_src=PurePosixPath(n.static_dir).as_posix() if n.static_dir else None,
-        pip_args=" ".join(shlex.quote(arg) for arg in s.app.packages),
+        pip_args=" ".join(shlex.quote(arg) for arg in [
+            *s.app.packages, *([REDIS_REQUIREMENT] if s.redis.enabled else [])]),
         tls_mounts=tls_mounts,
         stop_grace_period=s.compose.stop_grace_period
         or config.graceful_timeout + STOP_MARGIN,
@@ -316,6 +336,15 @@ def docker_plan(loaded: Loaded, out_dir: Path | None = None, *, root: Path | Non
                          f"{DOCKER_SOCKET_DIR}/{SOCKET_NAME}", s.app.health_path],
         nginx_healthcheck=["CMD", "bash", "-c", health_request],
         ports=ports,
+        redis_dockerfile=from_context(REDIS_DOCKERFILE),
+        redis_url=(REDIS_COMPOSE_URL if s.redis.mode == "local" else s.redis.url),
+        monitoring_dockerfile=from_context(MONITORING_DOCKERFILE),
+        prometheus_config_src=from_context(PROMETHEUS_CONFIG),
+        alert_rules_src=from_context(ALERT_RULES),
+        prometheus_ports=[f"{address}:${{{PROMETHEUS_PORT_ENV}:-{s.metrics.prometheus_port}}}:9090"],
+        prometheus_healthcheck=["CMD", "bash", "-c", (
+            "exec 3<>/dev/tcp/127.0.0.1/9090 && printf 'GET /-/ready HTTP/1.0\\r\\n\\r\\n' >&3 "
+            "&& head -n 1 <&3 | grep -q ' 200 '")],
     )
     https_port = s.compose.published_tls_port
     is_root = os.geteuid() == 0

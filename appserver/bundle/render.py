@@ -19,10 +19,12 @@ from typing import Any
 
 import jinja2
 
+from appserver.bundle import kubernetes as K
 from appserver.bundle import plan as P
 from appserver.bundle.crosscheck import cross_check, cross_check_warnings
 from appserver.bundle.loading import Loaded
 from appserver.bundle.settings import SettingsError
+from appserver.bundle.systemd import render_systemd
 from appserver.bundle.values import format_size
 from appserver.config import setting_as_toml
 
@@ -34,6 +36,8 @@ DOCKER_FILES = {
     P.SERVER_CONFIG: "appserver.toml.j2",
     P.PROMETHEUS_CONFIG: "prometheus.yml.j2",
     P.ALERT_RULES: "alerts.yml.j2",
+    P.REDIS_DOCKERFILE: "redis.Dockerfile.j2",
+    P.MONITORING_DOCKERFILE: "monitoring.Dockerfile.j2",
 }
 LOCAL_FILES = {"nginx.conf": "nginx.conf.j2", "appserver.toml": "appserver.toml.j2",
                "prometheus.yml": "prometheus.yml.j2", "alerts.yml": "alerts.yml.j2"}
@@ -78,6 +82,7 @@ def environment(directory: Path) -> jinja2.Environment:
     env.filters["toml"] = _toml
     env.filters["yaml"] = _yaml
     env.filters["yaml_interpolated"] = json.dumps  # keeps compose's ${VAR:-default}
+    env.filters["json"] = json.dumps  # Kubernetes manifests: no interpolation, "$" stays
     env.filters["size"] = format_size
     env.globals.update(
         app_user=P.APP_USER, app_uid=P.APP_UID, nginx_user=P.NGINX_USER, nginx_uid=P.NGINX_UID,
@@ -89,12 +94,13 @@ def environment(directory: Path) -> jinja2.Environment:
 
 
 def render_files(loaded: Loaded, plan: P.Plan, files: Mapping[str, str],
-                 template_dir: Path | None = None) -> dict[str, str]:
+                 template_dir: Path | None = None, **context: Any) -> dict[str, str]:
     env = environment(template_dir or templates_dir())
     out = {}
     for name, template in files.items():
         try:
-            text = env.get_template(template).render(settings=loaded.settings, plan=plan)
+            text = env.get_template(template).render(settings=loaded.settings, plan=plan,
+                                                     **context)
         except jinja2.TemplateError as exc:
             raise SettingsError(f"{template}: cannot render: {exc}") from exc
         out[name] = text.rstrip("\n") + "\n"
@@ -119,9 +125,21 @@ def render_warnings(loaded: Loaded) -> list[str]:
 
 
 def render_docker(loaded: Loaded, out_dir: Path | None = None) -> dict[str, str]:
-    """The committed files: nginx.conf, the Dockerfiles, compose.yaml, the server config."""
+    """The committed files: nginx.conf, the Dockerfiles, compose.yaml, the server config, and
+    the Kubernetes manifests (deploy/kubernetes/) and the systemd units (deploy/systemd/)."""
     docker, _ = checked_plans(loaded, out_dir)
-    return render_files(loaded, docker, DOCKER_FILES)
+    rendered = render_files(loaded, docker, DOCKER_FILES)
+    return {**rendered, **render_kubernetes(loaded, docker, rendered[P.SERVER_CONFIG]),
+            **render_systemd(loaded, environment(templates_dir()))}  # deploy/systemd/
+
+
+def render_kubernetes(loaded: Loaded, docker: P.Plan, server_config: str) -> dict[str, str]:
+    """deploy/kubernetes/: the pod's nginx.conf and the server's config in a ConfigMap, and the
+    manifests (:mod:`appserver.bundle.kubernetes` computes their values)."""
+    pod_loaded, pod_plan = K.pod_nginx(loaded, docker)
+    nginx_conf = render_files(pod_loaded, pod_plan, {"nginx.conf": "nginx.conf.j2"})
+    kube = K.kubernetes_plan(loaded, docker, {**nginx_conf, "appserver.toml": server_config})
+    return render_files(loaded, docker, kube.files, kube=kube)
 
 
 def render_local(loaded: Loaded, run_dir: Path, *, port: int | None = None,

@@ -2,7 +2,8 @@
 
 ``[server]`` is the app server's own :class:`~appserver.config.ServerConfig`, reused as it is, so a
 server setting is declared exactly once.  The other tables are declared here ([metrics] in
-:mod:`appserver.bundle.settings_metrics`).  Every model forbids
+:mod:`appserver.bundle.settings_metrics`, [kubernetes] in
+:mod:`appserver.bundle.settings_kubernetes`).  Every model forbids
 unknown keys, and each field's description says what is allowed: :mod:`appserver.bundle.loading`
 prints it in every error, with the file, the key path and the bad value.
 """
@@ -14,7 +15,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from appserver.bundle.settings_kubernetes import KubernetesSettings
 from appserver.bundle.settings_metrics import MetricsSettings
+from appserver.bundle.settings_redis import RedisSettings
+from appserver.bundle.settings_systemd import SystemdSettings
 from appserver.bundle.values import (
     HEADER_NAME,
     HOSTNAME,
@@ -361,6 +365,9 @@ class BundleSettings(BaseModel):
     nginx: NginxSettings = NginxSettings.model_validate({})
     compose: ComposeSettings = ComposeSettings.model_validate({})
     metrics: MetricsSettings = MetricsSettings.model_validate({})
+    redis: RedisSettings = RedisSettings.model_validate({})
+    systemd: SystemdSettings = SystemdSettings.model_validate({})
+    kubernetes: KubernetesSettings = KubernetesSettings.model_validate({})
 
 
 # Server settings the bundle computes for every target; setting them in [server] is an error.

@@ -32,6 +32,9 @@ class MetricsSettings(BaseModel):
         9113, ge=1, le=65535, description="port prometheus-nginx-exporter listens on (it turns "
         "stub_status into Prometheus metrics), 1-65535: on 127.0.0.1 locally, in the nginx "
         "container's network in Docker")
+    prometheus_port: int = Field(
+        9090, ge=1, le=65535, description="host port of the compose stack's optional Prometheus "
+        "(`docker compose --profile monitoring up`), published on compose.publish_address, 1-65535")
     scrape_interval: int = Field(15, ge=1, le=300, description="seconds between two scrapes in "
                                  "deploy/prometheus.yml (and between rule evaluations), 1-300")
     alert_5xx_ratio: float = Field(

@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from appserver.bundle import plan as P
+from appserver.bundle.kubernetes import pod_nginx
 from appserver.bundle.loading import Loaded
 from appserver.bundle.render import render_files
 
@@ -87,6 +88,18 @@ def nginx_test_docker(loaded: Loaded, nginx: str) -> Result:
         conf.write_text(render_files(loaded, plan, {"nginx.conf": "nginx.conf.j2"})["nginx.conf"])
         result = nginx_test(nginx, conf, root)
         return Result(result.ok, "\n".join(filter(None, [note, result.output])))
+
+
+def nginx_test_kubernetes(loaded: Loaded, nginx: str) -> Result:
+    """``nginx -t`` on the pod's nginx.conf (deploy/kubernetes' ConfigMap), rebased likewise."""
+    with tempfile.TemporaryDirectory(prefix="appserver-nginx-t-") as tmp:
+        root = Path(tmp)
+        pod_loaded, plan = pod_nginx(loaded, P.docker_plan(loaded, root=root), root=root)
+        for directory in (plan.temp_dir, plan.socket_dir, str(Path(plan.pid_path).parent)):
+            Path(directory).mkdir(parents=True, exist_ok=True)
+        conf = root / "nginx.conf"
+        conf.write_text(render_files(pod_loaded, plan, {"n": "nginx.conf.j2"})["n"])
+        return nginx_test(nginx, conf, root)
 
 
 def _place_certificates(loaded: Loaded, cert: Path, key: Path) -> str:

@@ -1,7 +1,8 @@
 // The chat page's client (served by nginx from sample_app/static; the page is the app's /chat).
 // It opens a WebSocket to the path in the form's data-socket (/ws/chat), sends what the form
 // holds as JSON {"name", "text"}, and shows every event the server relays: messages, people
-// joining and leaving.  When the socket closes (a server restart sends 1012, a shutdown 1001) it
+// joining and leaving, errors (a message that could not be delivered), and outages of the room.
+// When the socket closes (a server restart sends 1012, a shutdown 1001) it
 // reconnects with a growing delay, so a reload of the server costs a moment, not the page.
 "use strict";
 
@@ -53,14 +54,18 @@
     switch (data.type) {
       case "welcome":
         if (!nameInput.value) nameInput.value = data.name;
-        setStatus("open", `Connected to worker ${data.worker}: ${data.clients} here.`);
+        // data.room: "redis" (every worker, every replica) or "memory" (this worker only)
+        setStatus("open", `Connected to worker ${data.worker}: ${data.clients} on this worker, ` +
+                  `room via ${data.room}.`);
         break;
       case "message":
         show("message", data.name, data.text);
         break;
       case "presence":
-        show("presence", null, `${data.name} ${data.event === "join" ? "joined" : "left"} ` +
-             `(${data.clients} here)`);
+        show("presence", null, `${data.name} ${data.event === "join" ? "joined" : "left"}`);
+        break;
+      case "system": // this worker lost (or regained) the room: said, never silent
+        show(data.event === "lost" ? "error" : "presence", null, data.text);
         break;
       case "error":
         show("error", null, data.text);

@@ -47,7 +47,7 @@ def dump_toml(data: dict[str, Any]) -> str:
         lines.append(f"[{name}]")
         nested = {}
         for key, v in body.items():
-            if isinstance(v, dict) and key not in ("extra",):
+            if isinstance(v, dict) and key not in ("extra", "annotations"):
                 nested[key] = v
             else:
                 lines.append(f"{key} = {value(v)}")

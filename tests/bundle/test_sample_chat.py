@@ -1,117 +1,173 @@
-"""The sample app's chat without a server: the room, the message rules, the endpoint's flow with
+"""The sample app's chat without a server (an in-process broadcast): the message rules, the endpoint's flow with
 stand-in WebSockets, and the page.  (Through nginx: test_websocket_locations.py; in a browser:
 tests/browser/test_chat.py.)"""
 
 from __future__ import annotations
 
 import json
+import os
+import queue
 import threading
-from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from sample_app.chat import MAX_NAME, MAX_TEXT, ChatRoom, chat_socket, parse_message
+from appserver.broadcast import Broadcast, MemoryBackend, PublishError
+from sample_app.chat import MAX_NAME, MAX_TEXT, ROOM, chat_socket, parse_message
 
 from .test_sample_app import call
 
 
 class FakeWebSocket:
-    """``wsgi.websocket`` stand-in: ``receive()`` hands out ``incoming`` then None; ``send()``
-    records, or raises once ``gone`` (a client that went away)."""
+    """``wsgi.websocket`` stand-in: ``receive()`` blocks for what the test ``say``s (None once
+    ``hang_up``); ``send()`` records, or raises once ``gone`` (a client that went away)."""
 
-    def __init__(self, *incoming: str | bytes, gone: bool = False) -> None:
-        self.incoming: deque[str | bytes] = deque(incoming)
+    def __init__(self, gone: bool = False) -> None:
+        self.incoming: queue.SimpleQueue[str | bytes | None] = queue.SimpleQueue()
         self.sent: list[dict[str, Any]] = []
+        self.closed_with: int | None = None
         self.gone = gone
+        self._lock = threading.Condition()
+
+    def say(self, *messages: str | bytes) -> None:
+        for message in messages:
+            self.incoming.put(message)
+
+    def hang_up(self) -> None:
+        self.incoming.put(None)
 
     def receive(self, timeout: float | None = None) -> str | bytes | None:
-        return self.incoming.popleft() if self.incoming else None
+        return self.incoming.get(timeout=10)
 
     def send(self, data: str | bytes) -> None:
         if self.gone:
             raise ConnectionError("the WebSocket is closed")
         assert isinstance(data, str)
-        self.sent.append(json.loads(data))
+        with self._lock:
+            self.sent.append(json.loads(data))
+            self._lock.notify_all()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        self.gone = True
+        with self._lock:
+            self.closed_with = code
+            self.gone = True
+            self._lock.notify_all()
+        self.hang_up()
+
+    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+        with self._lock:
+            assert self._lock.wait_for(lambda: predicate(self.sent), timeout=10), self.sent
+            return list(self.sent)
 
 
-def serve(ws: FakeWebSocket, room: ChatRoom) -> None:
+def connect(ws: FakeWebSocket, broadcast: Broadcast) -> threading.Thread:
+    """Run the endpoint for ``ws`` in a thread of its own, as the gthread worker does."""
     def start_response(*args: Any) -> None:
         raise AssertionError("a WebSocket endpoint answers no HTTP response")
 
-    assert list(chat_socket({"wsgi.websocket": ws}, start_response, room)) == []
+    def run() -> None:
+        assert list(chat_socket({"wsgi.websocket": ws}, start_response, broadcast)) == []
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    ws.wait_for(lambda sent: any(e["type"] == "welcome" for e in sent))
+    return thread
+
+
+def of_type(kind: str, sent: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in sent if e["type"] == kind]
 
 
 def test_a_message_reaches_everyone_in_the_room() -> None:
-    room = ChatRoom()
-    listener = FakeWebSocket()
-    room.join(listener)
-    speaker = FakeWebSocket(json.dumps({"name": "  Ada   L. ", "text": "hello"}))
-    serve(speaker, room)
-    kinds = [(e["type"], e.get("event")) for e in speaker.sent]
-    assert kinds == [("welcome", None), ("presence", "join"), ("message", None)]
-    assert speaker.sent[0]["clients"] == 2 and speaker.sent[0]["name"] == "guest-2"
-    message = listener.sent[1]
+    bc = Broadcast()
+    listener, speaker = FakeWebSocket(), FakeWebSocket()
+    connect(listener, bc)
+    done = connect(speaker, bc)
+    welcome = speaker.sent[0]
+    assert welcome["type"] == "welcome" and welcome["room"] == "memory"
+    assert welcome["worker"] == os.getpid() and welcome["clients"] == 2
+    speaker.say(json.dumps({"name": "  Ada   L. ", "text": "hello"}))
+    sent = listener.wait_for(lambda sent: bool(of_type("message", sent)))
+    message = of_type("message", sent)[0]
     assert (message["name"], message["text"]) == ("Ada L.", "hello")  # whitespace folded
-    assert listener.sent[-1] == {"type": "presence", "event": "leave", "name": "guest-2",
-                                 "clients": 1}
-    assert len(room) == 1  # the speaker left when its socket closed
+    speaker.hang_up()
+    done.join(10)
+    sent = listener.wait_for(lambda sent: any(e.get("event") == "leave" for e in sent))
+    assert sent[-1] == {"type": "presence", "event": "leave", "name": welcome["name"],
+                        "worker": os.getpid()}
+    assert bc.subscribers(ROOM) == 1  # the speaker left when its socket closed
+    listener.hang_up()
 
 
 def test_a_bad_message_gets_an_error_for_its_sender_only() -> None:
-    room = ChatRoom()
-    listener = FakeWebSocket()
-    room.join(listener)
-    speaker = FakeWebSocket("not json", b"\x00", json.dumps({"text": "ok"}))
-    serve(speaker, room)
-    errors = [e["text"] for e in speaker.sent if e["type"] == "error"]
+    bc = Broadcast()
+    listener, speaker = FakeWebSocket(), FakeWebSocket()
+    connect(listener, bc)
+    connect(speaker, bc)
+    speaker.say("not json", b"\x00", json.dumps({"text": "ok"}))
+    sent = listener.wait_for(lambda sent: bool(of_type("message", sent)))
+    assert [(e["name"], e["text"]) for e in of_type("message", sent)] == [
+        (speaker.sent[0]["name"], "ok")]
+    errors = [e["text"] for e in speaker.wait_for(lambda s: len(of_type("error", s)) == 2)
+              if e["type"] == "error"]
     assert errors == ['send JSON: {"name": "...", "text": "..."}', "send text (JSON), not binary"]
-    messages = [e for e in listener.sent if e["type"] == "message"]
-    assert messages == [{"type": "message", "name": "guest-2", "text": "ok",
-                         "worker": speaker.sent[0]["worker"]}]
+    assert not of_type("error", listener.sent)
+    for ws in (listener, speaker):
+        ws.hang_up()
 
 
-def test_a_client_that_went_away_is_dropped() -> None:
-    room = ChatRoom()
-    gone = FakeWebSocket(gone=True)
-    room.join(gone)
-    here = FakeWebSocket()
-    room.join(here)
-    assert room.broadcast({"type": "message", "name": "x", "text": "y"}) == 1
-    assert len(room) == 1 and here.sent[0]["text"] == "y"
+def test_a_message_that_cannot_be_published_comes_back_as_an_error() -> None:
+    class Down(MemoryBackend):
+        def publish(self, room: str, data: str) -> int:
+            raise PublishError("Redis at unix:///x is unreachable")
+
+    bc = Broadcast(Down())
+    speaker = FakeWebSocket()
+    done = connect(speaker, bc)
+    speaker.say(json.dumps({"text": "hello?"}))
+    sent = speaker.wait_for(lambda sent: len(of_type("error", sent)) == 2)  # join, then message
+    assert all(e["text"] == "not delivered: Redis at unix:///x is unreachable"
+               for e in of_type("error", sent))
+    speaker.hang_up()
+    done.join(10)
+    assert not done.is_alive()
+
+
+def test_a_client_that_does_not_keep_up_is_closed_with_1013() -> None:
+    bc = Broadcast(queue_size=4)
+    stuck = FakeWebSocket()
+    release = threading.Event()
+    real_send = stuck.send
+
+    def slow_send(data: str | bytes) -> None:  # the relay blocks on this client's writes
+        if json.loads(data)["type"] == "message":
+            release.wait(10)
+        real_send(data)
+
+    stuck.send = slow_send  # type: ignore[method-assign]
+    connect(stuck, bc)
+    other = FakeWebSocket()
+    connect(other, bc)
+    for i in range(10):  # one at a time: the queue of 4 holds for a client that keeps up
+        other.say(json.dumps({"text": str(i)}))
+        other.wait_for(lambda sent, n=i + 1: len(of_type("message", sent)) == n)
+    release.set()
+    stuck.wait_for(lambda sent: stuck.closed_with is not None)
+    assert stuck.closed_with == 1013
+    other.hang_up()
 
 
 def test_the_endpoint_leaves_quietly_when_its_own_client_is_gone() -> None:
-    room = ChatRoom()
-    serve(FakeWebSocket(gone=True), room)  # the welcome fails: no exception reaches the server
-    assert len(room) == 0
+    bc = Broadcast()
 
+    def start_response(*args: Any) -> None:
+        raise AssertionError("no HTTP response")
 
-def test_broadcasts_and_membership_from_many_threads() -> None:
-    room = ChatRoom()
-    members = [FakeWebSocket() for _ in range(20)]
-    barrier = threading.Barrier(len(members))
-
-    def member(ws: FakeWebSocket) -> None:
-        barrier.wait()
-        room.join(ws)
-        for i in range(50):
-            room.broadcast({"type": "message", "name": "n", "text": str(i)})
-
-    threads = [threading.Thread(target=member, args=(ws,)) for ws in members]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert not any(thread.is_alive() for thread in threads)
-    assert len(room) == 20
-    # The last member to join got at least its own 50 messages; no send was lost or doubled
-    # for a member present from start to end (each gets every message sent after it joined).
-    total = sum(len(ws.sent) for ws in members)
-    assert 20 * 50 <= total <= 20 * 20 * 50
+    # The welcome fails: no exception reaches the server, and the subscription is gone.
+    assert list(chat_socket({"wsgi.websocket": FakeWebSocket(gone=True)}, start_response,
+                            bc)) == []
+    assert bc.subscribers(ROOM) == 0
 
 
 @pytest.mark.parametrize(("raw", "error"), [
@@ -144,6 +200,6 @@ def test_the_chat_page() -> None:
     page = body.decode()
     for fragment in ('data-socket="/ws/chat"', 'src="/static/chat.js"', 'href="/static/chat.css"',
                      'id="chat-status" data-state="connecting"', 'id="messages"',
-                     "to the same worker process", "Redis"):
+                     "[redis]", "Without Redis"):
         assert fragment in page, fragment
     assert 'href="/chat"' in call("/")[2].decode()  # linked from the home page

@@ -32,8 +32,9 @@ def test_repository_settings_load() -> None:
     assert loaded.settings.nginx.client_max_body_size == 10 * 1024 * 1024
     assert loaded.settings.compose.published_port == 8080
     assert "graceful_timeout" in loaded.explicit_server_keys
-    # One worker: the sample chat broadcasts within a worker process (see sample_app/README.md).
-    assert loaded.settings.server.workers == 1
+    # The automatic worker count: the sample chat's room spans the workers through Redis.
+    assert "workers" not in loaded.explicit_server_keys
+    assert loaded.settings.redis.mode == "local"
     assert loaded.settings.nginx.websocket_locations == ["/ws/"]
 
 

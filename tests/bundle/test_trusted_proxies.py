@@ -7,7 +7,9 @@ The app behind nginx reports the REMOTE_ADDR and scheme it got, over the unix so
 
 from __future__ import annotations
 
+import re
 import time
+import tomllib
 from collections.abc import Iterator
 
 import pytest
@@ -26,7 +28,11 @@ TRUSTED, UNTRUSTED = "127.0.0.2", "127.0.0.1"
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if find_nginx() is None:
         pytest.skip("nginx is not installed (apt-get install nginx)")
-    settings = {"server": {"workers": 1},
+    # The server's access log as the repository's settings.toml has it (rid= and the duration).
+    sample = tomllib.loads((REPO / "settings.toml").read_text())["server"]
+    server = {"workers": 1, "accesslog": sample["accesslog"],
+              "access_log_format": sample["access_log_format"]}
+    settings = {"server": server,
                 "nginx": {"trusted_proxies": [TRUSTED], "trusted_proxy_hops": request.param}}
     with start_stack(APP, directory=REPO, settings=settings,
                      run_dir=tmp_path_factory.mktemp("stack")) as running:
@@ -106,3 +112,9 @@ def test_the_request_id_is_nginx_s_and_in_its_access_log(stack: Stack, source: s
         assert time.monotonic() < deadline, stack.log("nginx-access.log")
         time.sleep(0.05)
     assert lines[0].endswith(f" rid={request_id}"), lines[0]
+    # The server's own access line (settings.toml's accesslog = "-": its standard output)
+    # carries the same id and the time the app took.
+    while not (lines := [x for x in stack.log("appserver.log").splitlines() if marker in x]):
+        assert time.monotonic() < deadline + 5, stack.log("appserver.log")[-3000:]
+        time.sleep(0.05)
+    assert re.search(r'" 200 \d+ \d+ms rid=' + request_id + "$", lines[0]), lines[0]

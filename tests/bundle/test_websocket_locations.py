@@ -1,6 +1,6 @@
 """The rendered nginx config's WebSocket locations, through real nginx and the real server.
 
-The repository's settings (``nginx.websocket_locations = ["/ws/"]``, gthread, one worker) on free
+The repository's settings (``nginx.websocket_locations = ["/ws/"]``, gthread, Redis) on free
 ports; the sample app's chat at /ws/chat is the WebSocket app.  The clients are a few lines over
 wsproto, a WebSocket library independent of the server's (which uses ``websockets``); the chat
 page in a real browser is tests/browser/test_chat.py.
@@ -95,7 +95,8 @@ def test_chat_through_nginx(stack: Stack) -> None:
     try:
         assert isinstance(alice.handshake, AcceptConnection)
         assert isinstance(bob.handshake, AcceptConnection)
-        assert alice.receive("welcome")["worker"] == bob.receive("welcome")["worker"]  # one worker
+        # Whichever workers they reached, the room spans them all (through Redis: [redis] local).
+        assert alice.receive("welcome")["room"] == bob.receive("welcome")["room"] == "redis"
         alice.send(name="alice", text="hi bob")
         bob.send(name="bob", text="hi alice")
         for client in (alice, bob):

@@ -16,13 +16,23 @@ import re
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
 import requests
 from websockets.sync.client import ClientConnection, connect
 
-from appserver.bundle.plan import APP_UID, DOCKER_SOCKET_DIR, NGINX_UID, SOCKET_NAME, docker_plan
+from appserver.bundle.plan import (
+    APP_UID,
+    DOCKER_SOCKET_DIR,
+    NGINX_UID,
+    PROMETHEUS_PORT_ENV,
+    SOCKET_NAME,
+    docker_plan,
+)
+from appserver.testing import free_port
 
 from ..bundle import endpoints
 from .conftest import REPO, Deployment
@@ -69,9 +79,13 @@ def test_both_services_are_healthy_and_only_nginx_publishes(deployment: Deployme
     out = deployment.compose("ps", "--format", "json").stdout
     rows = [json.loads(line) for line in out.splitlines() if line.strip()]
     services = {row["Service"]: row for row in rows}
-    assert set(services) == {"app", "nginx"}
-    assert {name: row["Health"] for name, row in services.items()} == {
-        "app": "healthy", "nginx": "healthy"}
+    # [redis] mode = "local" (settings.toml) adds the redis service: healthy, never published.
+    expected = {"app", "nginx"} | ({"redis"} if has_redis(deployment) else set())
+    assert set(services) == expected
+    assert {name: row["Health"] for name, row in services.items()} == dict.fromkeys(
+        expected, "healthy")
+    if has_redis(deployment):
+        assert [p for p in services["redis"]["Publishers"] or () if p["PublishedPort"]] == []
     # The app may expose a port to the stack's network (the metrics listener, for Prometheus
     # in the stack), never publish one on the host.
     assert [p for p in services["app"]["Publishers"] or () if p["PublishedPort"]] == []
@@ -136,12 +150,12 @@ def test_the_chat_round_trip_through_the_published_port(deployment: Deployment) 
     with connect(url, open_timeout=10, close_timeout=10) as alice:
         welcome, joined = events(alice, 2)
         assert welcome["type"] == "welcome" and joined["event"] == "join", (welcome, joined)
-        # One worker (the settings say why): the chat runs in the process /api/info reports.
-        info = requests.get(deployment.url + "/api/info", timeout=10).json()
-        assert welcome["worker"] == info["pid"]
+        if welcome.get("room", "memory") == "memory":
+            # One worker (the settings say why): the chat runs in the process /api/info reports.
+            info = requests.get(deployment.url + "/api/info", timeout=10).json()
+            assert welcome["worker"] == info["pid"]
         with connect(url, open_timeout=10, close_timeout=10) as bob:
             bob_welcome, _ = events(bob, 2)
-            assert bob_welcome["clients"] == 2
             assert events(alice, 1)[0]["name"] == bob_welcome["name"]  # bob joined
             bob.send(json.dumps({"name": "Bob", "text": "through compose"}))
             for ws in (alice, bob):
@@ -149,7 +163,94 @@ def test_the_chat_round_trip_through_the_published_port(deployment: Deployment) 
                 assert (message["type"], message["name"], message["text"]) == (
                     "message", "Bob", "through compose")
         left = events(alice, 1)[0]
-        assert (left["event"], left["name"], left["clients"]) == ("leave", bob_welcome["name"], 1)
+        assert (left["event"], left["name"]) == ("leave", bob_welcome["name"])
+
+
+def has_redis(deployment: Deployment) -> bool:
+    return deployment.loaded.settings.redis.mode == "local"
+
+
+def test_the_chat_fans_out_across_the_app_workers_through_redis(
+        deployment: Deployment) -> None:
+    """[redis] mode = "local": clients that reached different workers of the app container
+    (bursts of handshakes spread over them) hear each other; Redis answers PING."""
+    if not has_redis(deployment):
+        pytest.skip(f"{deployment.stack.settings} runs no redis service")
+    assert deployment.exec("redis", "redis-cli", "ping").strip() == "PONG"
+    assert deployment.exec("redis", "id", "-un").strip() == "redis"  # not root
+    url = deployment.url.replace("http://", "ws://") + "/ws/chat"
+    by_worker: dict[int, ClientConnection] = {}
+    with ExitStack() as opened:
+        for _ in range(10):
+            with ThreadPoolExecutor(8) as pool:
+                burst = [opened.enter_context(ws) for ws in pool.map(
+                    lambda _: connect(url, open_timeout=10, close_timeout=2), range(8))]
+            for ws in burst:
+                welcome = json.loads(ws.recv(timeout=10))
+                assert welcome["room"] == "redis", welcome
+                by_worker.setdefault(welcome["worker"], ws)
+            if len(by_worker) >= 2:
+                break
+        assert len(by_worker) >= 2, f"every client reached worker {list(by_worker)}"
+        (pid_a, a), (pid_b, b) = list(by_worker.items())[:2]
+        a.send(json.dumps({"name": "compose", "text": f"from worker {pid_a}"}))
+        for ws in (a, b):
+            while True:
+                event = json.loads(ws.recv(timeout=10))
+                if event["type"] == "message":
+                    assert event["text"] == f"from worker {pid_a}" and event["worker"] == pid_a
+                    break
+
+
+def test_the_monitoring_profile_scrapes_the_app_server_and_nginx(deployment: Deployment) -> None:
+    """[metrics] on: `docker compose --profile monitoring up` adds Prometheus (deploy/prometheus.yml
+    and alerts.yml baked into Debian's package) and prometheus-nginx-exporter in nginx's network
+    namespace; both scrape jobs come up and count the requests sent.  [metrics] off: the compose
+    file has no monitoring services at all."""
+    services = deployment.compose("--profile", "monitoring", "config", "--services").stdout.split()
+    if deployment.loaded.settings.metrics.enabled is False:
+        assert not {"prometheus", "nginx-exporter"} & set(services), services
+        return
+    port = free_port()
+    env = {**deployment.env, PROMETHEUS_PORT_ENV: str(port)}
+    profile = ["--profile", "monitoring"]
+    image = f"{deployment.project}-monitoring:latest"
+
+    def compose(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(deployment.compose_argv(*profile, *args), env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+    try:
+        up = compose("up", "--detach", "--wait", "prometheus", "nginx-exporter", timeout=900)
+        assert up.returncode == 0, up.stdout + up.stderr
+        for _ in range(7):
+            assert requests.get(deployment.url + "/", timeout=10).status_code == 200
+        api = f"http://127.0.0.1:{port}/api/v1"
+        deadline = time.monotonic() + 90  # the first scrapes come within scrape_interval
+        while True:
+            targets = requests.get(f"{api}/targets", timeout=10).json()["data"]["activeTargets"]
+            health = {t["labels"]["job"]: t["health"] for t in targets}
+            result = requests.get(f"{api}/query", timeout=10, params={
+                "query": 'sum(appserver_requests_total{method="GET"})'}).json()["data"]["result"]
+            if health == {"appserver": "up", "nginx": "up"} and result \
+                    and float(result[0]["value"][1]) >= 7:
+                break
+            assert time.monotonic() < deadline, (health, result, targets)
+            time.sleep(1)
+        nginx_up = requests.get(f"{api}/query", params={"query": "nginx_up"},
+                                timeout=10).json()["data"]["result"]
+        assert [float(r["value"][1]) for r in nginx_up] == [1.0], nginx_up
+        rules = requests.get(f"{api}/rules", timeout=10).json()["data"]["groups"]
+        assert any(rule["name"] == "AppserverHigh5xxRate" for group in rules
+                   for rule in group["rules"]), rules
+        # Debian's package runs as its own user, never root.
+        assert compose("exec", "-T", "prometheus", "id", "-un", timeout=60).stdout.strip() \
+            == "prometheus"
+    finally:
+        compose("rm", "--stop", "--force", "prometheus", "nginx-exporter", timeout=120)
+        # The suite's `down --rmi all` sees no inactive profile: this image goes here, so that
+        # the next run builds it from its checkout (the build cache keeps that quick).
+        deployment.engine.docker("image", "rm", "--force", image, check=False)
 
 
 def test_down_stops_the_app_server_gracefully(deployment: Deployment) -> None:

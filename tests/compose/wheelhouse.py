@@ -30,7 +30,11 @@ def platforms(machine: str) -> list[str]:
 
 
 # Extras that a settings file's app.packages may install (settings.asgi.toml: ".[asgi]").
-IMAGE_EXTRAS = ("asgi",)
+IMAGE_EXTRAS = ("asgi", "redis")  # redis: what the image installs when [redis] is on
+# Requirements that hold for the image's Python only: pip download evaluates markers with the
+# Python that runs it, but Debian 12's is 3.11.2, for which redis-py also needs async-timeout
+# (its marker: python_full_version < "3.11.3").
+IMAGE_MARKER_REQUIREMENTS = ("async-timeout>=4.0.3",)
 
 
 def requirements(pyproject: Path = REPO / "pyproject.toml") -> list[str]:
@@ -39,7 +43,8 @@ def requirements(pyproject: Path = REPO / "pyproject.toml") -> list[str]:
     build = data.get("build-system", {}).get("requires", [])
     extras = data["project"].get("optional-dependencies", {})
     wanted = [req for extra in IMAGE_EXTRAS for req in extras.get(extra, [])]
-    return sorted({*data["project"].get("dependencies", []), *wanted, *build, "wheel"})
+    return sorted({*data["project"].get("dependencies", []), *wanted, *build, "wheel",
+                   *IMAGE_MARKER_REQUIREMENTS})
 
 
 def ensure_wheelhouse(directory: Path = REPO / "wheelhouse", python: str = sys.executable,
