@@ -51,11 +51,17 @@ LOCAL_OVERRIDE = REPO / "compose.override.yaml"  # read by `docker compose` (no 
 # The redis service's build, the same way, for a stack that runs one ([redis] mode = "local"):
 # an override may not name a service its compose.yaml lacks.
 REDIS_OVERRIDE = "  redis:\n    build:\n      network: host\n"
+# And the monitoring profile's image ([metrics] on), built by its prometheus service.
+MONITORING_OVERRIDE = "  prometheus:\n    build:\n      network: host\n"
 
 
 def override_text(loaded: Loaded) -> str:
     text = OVERRIDE.read_text()
-    return text + REDIS_OVERRIDE if loaded.settings.redis.mode == "local" else text
+    if loaded.settings.redis.mode == "local":
+        text += REDIS_OVERRIDE
+    if loaded.settings.metrics.enabled:
+        text += MONITORING_OVERRIDE
+    return text
 UP_TIMEOUT = 900  # a cold build: apt-get in three images and pip in one
 REPORT: list[str] = []  # timings, printed at the end of the run
 
