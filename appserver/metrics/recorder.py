@@ -35,7 +35,6 @@ from .shm import (
     BUCKETS,
     CLASSES,
     CURRENT,
-    CURRENT_PATH,
     CURRENT_REQUEST,
     CURRENT_START,
     DURATION_SUM,
@@ -43,7 +42,6 @@ from .shm import (
     METHODS,
     PARSE,
     PARSE_ERRORS,
-    PATH_BYTES,
     REQUEST_BYTES,
     REQUESTS,
     RESPONSE_BYTES,
@@ -76,8 +74,7 @@ def _fast_recorder(counters: WorkerCounters) -> Any:
         return None
     slots = {name: getattr(shm, name) for name in (
         "BEGUN", "DURATION_SUM", "REQUEST_BYTES", "RESPONSE_BYTES", "CURRENT_REQUEST",
-        "CURRENT_START", "REQUESTS", "CLASSES", "BINS")}
-    slots |= {"CURRENT_PATH": CURRENT_PATH, "PATH_BYTES": PATH_BYTES}
+        "CURRENT_PATH", "PATH_BYTES", "CURRENT_START", "REQUESTS", "CLASSES", "BINS")}
     return FastRecorder(counters.raw, slots, METHODS, BUCKETS)
 
 
