@@ -76,6 +76,22 @@ def native_hold(environ: Environ, start_response: Any) -> Iterable[bytes]:
     return []
 
 
+def native_flood(environ: Environ, start_response: Any) -> Iterable[bytes]:
+    """Send 64 KiB messages as fast as the peer takes them, until a send fails (a peer that
+    stopped reading fills its window, and the write then blocks until the server cuts it)."""
+    ws = environ["wsgi.websocket"]
+    ws.accept()
+    sent, failure = 0, ""
+    try:
+        while True:
+            ws.send(b"x" * 65536)
+            sent += 1
+    except Exception as exc:  # noqa: BLE001 - what ended the flood is what the test reads
+        failure = type(exc).__name__
+    record(route="flood", sent=sent, failure=failure)
+    return []
+
+
 def native_refuse(environ: Environ, start_response: Any) -> Iterable[bytes]:
     """Never touches the WebSocket: the upgrade is answered with an ordinary 403."""
     return _text(start_response, b"no WebSocket for you\n", "403 Forbidden")
@@ -156,6 +172,7 @@ def events(environ: Environ, start_response: Any) -> Iterable[bytes]:
 ROUTES = {
     "/native/echo": native_echo,
     "/native/hold": native_hold,
+    "/native/flood": native_flood,
     "/native/refuse": native_refuse,
     "/native/crash": native_crash,
     "/proto": subprotocol,

@@ -4,6 +4,8 @@ and the sync worker's refusal of upgrades."""
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 
 import pytest
@@ -108,3 +110,31 @@ def test_sync_worker_refuses_with_501_and_names_the_worker_class(make_server: Se
     assert "sync worker" in line and "-k gthread" in line
     assert server.get("/hello").body == b"hello\n"  # and the worker lives on
     assert "silent" not in server.log()
+
+
+def test_a_peer_that_stops_reading_costs_neither_the_worker_nor_the_others(
+        make_server: ServerFactory, worker_class: str) -> None:
+    """Straight to the server's socket (no nginx buffering between): a client that handshakes and
+    never reads while the app writes to it.  Its window fills and the app's send blocks; the
+    server cuts that connection after a ping interval, the blocked send fails, and meanwhile the
+    worker's heartbeat goes on (--timeout 2 would kill a stalled worker) and another client is
+    served."""
+    server = make_server("--websocket-ping-interval", "0.5", "--timeout", "2",
+                         worker_class=worker_class)
+    pids = server.worker_pids()
+    with RawWebSocket(server.address, "/native/flood") as stalled:
+        stalled.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and never reads
+        deadline = time.monotonic() + 15
+        while True:
+            ended = [e for e in json.loads(server.get("/events").body) if e["route"] == "flood"]
+            if ended:
+                break
+            assert time.monotonic() < deadline, server.log()[-3000:]
+            with websockets_connect(server.address, "/native/echo") as other:
+                other.send("still here")
+                assert other.recv(timeout=5) == "still here"
+            time.sleep(0.3)
+    assert ended[0]["failure"], ended  # the blocked send failed: the connection was cut
+    time.sleep(2.5)  # past --timeout: a stalled heartbeat would have cost the worker by now
+    assert server.worker_pids() == pids, server.log()[-3000:]
+    assert "timeout kill" not in server.log()
