@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from importlib import metadata
+from operator import add
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import (
@@ -75,8 +76,7 @@ class AppServerCollector(Collector):
                 counters = worker.counters
                 if counters is None:
                     continue
-                for index, value in enumerate(counters.snapshot()):
-                    sums[index] += value
+                sums = list(map(add, sums, counters.snapshot()))  # (C-level: a scrape is cheap)
                 in_flight += counters.in_flight()
                 websockets += counters.websockets_open()
             restarts = dict(totals.restarts)
@@ -91,8 +91,7 @@ class AppServerCollector(Collector):
         for m, method in enumerate(METHODS):
             for c in range(CLASSES):
                 cell = joint[(m * CLASSES + c) * BINS:(m * CLASSES + c + 1) * BINS]
-                for index, count in enumerate(cell):
-                    bins[index] += count
+                bins = list(map(add, bins, cell))
                 if c < len(STATUS_CLASSES):
                     requests.add_metric([method, STATUS_CLASSES[c]], sum(cell))
         yield requests
