@@ -8,7 +8,11 @@ CPU-second of the server (its workers and its master, which answers the scrapes)
 
 Design note: rounds run outermost and the off/on order alternates between rounds, so a drift in
 the machine's background load falls on both modes alike.  req/CPU-s is the figure to judge: it
-counts only the time the server ran, so a noisy neighbour moves it far less than req/s.  A
+counts only the time the server ran, so a noisy neighbour moves it far less than req/s.  On a
+2-core machine one run's req/CPU-s still varies by several percent (wrk, nginx and the workers
+share the cores, and who preempts whom changes from run to run), which is the size of the cost
+being measured; so besides the ratio of the medians the summary gives the median of the rounds'
+paired ratios (on/off measured back to back) with their range, and more rounds narrow it.  A
 scrape that fails during a measurement is an error of the run (a metrics listener that stops
 answering under load is a finding, not noise).
 """
@@ -135,6 +139,10 @@ def main(argv: list[str]) -> int:
         print(f"{row['class']:8s}  {row['rps_off']:9,.0f} -> {row['rps_on']:9,.0f} "
               f"({row['rps_ratio']:.3f})   {row['eff_off']:9,.0f} -> {row['eff_on']:9,.0f} "
               f"({row['eff_ratio']:.3f})")
+        if "eff_paired_median" in row:
+            low, high = row["eff_paired_range"]
+            print(f"          req/cpu-s on/off paired by round: median {row['eff_paired_median']:.3f}"
+                  f" (range {low:.3f} to {high:.3f})")
     path = _write(args, summary, runs, errors)
     print(f"\nresults: {path}")
     return 1 if errors else 0
@@ -186,6 +194,12 @@ def _summary(names: list[str], runs: dict[tuple[str, str], list[Run]]) -> list[d
         row["eff_on"] = statistics.median(_efficiency(r) for r in on)
         row["rps_ratio"] = row["rps_on"] / row["rps_off"]
         row["eff_ratio"] = row["eff_on"] / row["eff_off"]
+        # Paired by round: only when no run failed (a failed run would shift the pairs).
+        paired = [b.requests_per_cpu_s / a.requests_per_cpu_s for a, b in zip(off, on, strict=True)
+                  if a.requests_per_cpu_s and b.requests_per_cpu_s] if len(off) == len(on) else []
+        if paired:
+            row["eff_paired_median"] = statistics.median(paired)
+            row["eff_paired_range"] = [min(paired), max(paired)]
         rows.append(row)
     return rows
 
