@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -114,10 +115,13 @@ class Stopped:
 class Stack:
     """A running nginx + app server; ``url`` is the base URL (``http://127.0.0.1:PORT``)."""
 
-    def __init__(self, local: LocalStack) -> None:
+    def __init__(self, local: LocalStack, *, owns_run_dir: bool = False) -> None:
         self.local = local
         self.url = local.url
         self.stopped: Stopped | None = None
+        # start_stack made the run directory (no run_dir given): the context manager removes it
+        # after a clean stop, so a test suite leaves no directory per stack in the temp dir.
+        self.owns_run_dir = owns_run_dir
 
     @property
     def loaded(self) -> Loaded:
@@ -181,7 +185,21 @@ class Stack:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.stop()
+        """Stop; then remove the run directory start_stack made, unless something failed, in
+        which case its logs are kept and the exception says where."""
+        try:
+            self.stop()
+        except BaseException as stop_error:
+            self._keep_logs(stop_error)
+            raise
+        if exc is not None:
+            self._keep_logs(exc)
+        elif self.owns_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _keep_logs(self, exc: BaseException) -> None:
+        if self.owns_run_dir:
+            exc.add_note(f"the stack's configs and logs are kept in {self.run_dir}")
 
 
 def start_stack(app: str | None = None, *, settings: Mapping[str, Any] | None = None,
@@ -192,9 +210,12 @@ def start_stack(app: str | None = None, *, settings: Mapping[str, Any] | None = 
     arguments.  Returns once the app answers ``app.health_path`` with a 200 over the socket (or,
     when the settings name no health path, answers at all) and nginx accepts connections; raises
     :class:`StackError` with the logs' last lines otherwise.  Use the result as a context
-    manager, or call ``stop()``."""
+    manager, or call ``stop()``.  Without ``run_dir`` the configs and logs go to a new temporary
+    directory, which the context manager removes after a clean stop and keeps (named in the
+    exception's notes) when the block raised or a process outlived the stop."""
     loaded = load_stack_settings(app, settings=settings, settings_file=settings_file,
                                  directory=directory)
+    owns_run_dir = run_dir is None
     run = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="appserver-stack-"))
     for attempt in range(1, START_ATTEMPTS + 1):
         local = LocalStack(loaded, run, port=free_port(), tls_port=free_port(),
@@ -204,8 +225,10 @@ def start_stack(app: str | None = None, *, settings: Mapping[str, Any] | None = 
         except StackError as exc:
             if attempt < START_ATTEMPTS and "Address already in use" in str(exc):
                 continue
+            if owns_run_dir:
+                exc.add_note(f"the stack's configs and logs are kept in {run}")
             raise
-        return Stack(local)
+        return Stack(local, owns_run_dir=owns_run_dir)
     raise AssertionError("unreachable")
 
 

@@ -7,6 +7,7 @@ real stack for it: nginx, the unix socket and the app server, all stopped afterw
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.skipif(find_nginx() is None, reason="nginx is not insta
 
 USER_APP = '''
 import os
+import shutil
 
 def application(environ, start_response):
     if environ["PATH_INFO"] == "/boom":
@@ -163,3 +165,27 @@ def test_the_plugin_in_a_users_project(project: Path) -> None:
     assert "3 passed" in proc.stdout
     pids = [int(pid) for pid in pids_file.read_text().split()]
     assert len(pids) == 2 and all(gone(pid) for pid in pids)
+
+
+def test_a_stack_cleans_up_the_run_directory_it_made(project: Path) -> None:
+    """Without run_dir a stack writes to a new temporary directory: gone after a clean stop,
+    kept (and named in the exception) when the block failed; a given run_dir is never removed."""
+    with start_stack("userapp:application", directory=project) as stack:
+        made = stack.run_dir
+        assert requests.get(stack.url + "/a", timeout=10).status_code == 200
+        assert (made / "appserver.log").is_file()
+    assert stack.stopped is not None and stack.stopped.graceful
+    assert not made.exists()
+
+    with pytest.raises(AssertionError) as info, \
+            start_stack("userapp:application", directory=project) as stack:
+        kept = stack.run_dir
+        raise AssertionError("the user's check failed")
+    assert kept.is_dir() and (kept / "appserver.log").is_file()
+    assert f"the stack's configs and logs are kept in {kept}" in info.value.__notes__
+    shutil.rmtree(kept)
+
+    given = project.parent / "given"
+    with start_stack("userapp:application", directory=project, run_dir=given):
+        pass
+    assert (given / "appserver.log").is_file()
