@@ -957,6 +957,9 @@ ENV_PREFIX = "APPSERVER_"
 # APPSERVER_REDIS_URL is the app's (appserver.broadcast), which the bundle sets for it.
 INTERNAL_ENV = {"APPSERVER_FDS", "APPSERVER_PARENT_PID", PURE_ENV, COMPILE_ENV,
                 "APPSERVER_REDIS_URL"}
+# APPSERVER__TABLE__KEY: an override of the bundle's settings file (appserver/bundle/layering.py),
+# applied when the configs are rendered; the server never reads it as a setting of its own.
+BUNDLE_ENV_PREFIX = "APPSERVER__"
 
 
 # --------------------------------------------------------------------------------------------
@@ -1025,6 +1028,8 @@ def env_layer(environ: Mapping[str, str], *, web_concurrency: bool = True) -> La
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name in INTERNAL_ENV or name.endswith("_CMD_ARGS"):
             continue
+        if name.startswith(BUNDLE_ENV_PREFIX):
+            continue  # the bundle's overrides (APPSERVER__NGINX__LISTEN_PORT), read at render
         key = name[len(ENV_PREFIX):].lower()
         layer.values[key] = value
         layer.labels[key] = f"environment {name}"
