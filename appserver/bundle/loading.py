@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,12 @@ class Loaded(BaseModel):
 
     settings: BundleSettings
     path: Path
+    # Overlays (as shown to users) and APPSERVER__ variables applied over the file, in order;
+    # the environment (``--env``) they were chosen for.  See appserver.bundle.layering.
+    layers: tuple[str, ...] = ()
+    environment: str | None = None
+    # Dotted key (or table) -> the overlay or variable that set it; keys of the file are absent.
+    key_sources: dict[str, str] = {}
 
     @property
     def directory(self) -> Path:
@@ -49,6 +56,14 @@ class Loaded(BaseModel):
         return self.directory / RUN_DIR_NAME
 
     @property
+    def generated_from(self) -> str:
+        """The generated files' header: what they were rendered from and how to render again."""
+        sources = " + ".join([self.path.name, *self.layers])
+        command = f"appserver render --env {self.environment}" if self.environment else \
+            "appserver render"
+        return f"generated from {sources}; do not edit (run `{command}`)"
+
+    @property
     def explicit_server_keys(self) -> frozenset[str]:
         return frozenset(self.settings.server.model_fields_set)
 
@@ -56,42 +71,58 @@ class Loaded(BaseModel):
 def load_settings(path: str | Path) -> Loaded:
     """Read and validate a settings file; raise :class:`SettingsError` naming every problem."""
     path = Path(path)
+    return validate_settings(read_toml(path), path)
+
+
+def read_toml(path: Path, what: str = "settings file") -> dict[str, Any]:
+    """The file's tables, or :class:`SettingsError` naming it (``what``: settings file, overlay)."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise SettingsError(f"{path}: settings file not found") from None
+        raise SettingsError(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{path}: not valid TOML: {exc}") from None
-    return validate_settings(data, path)
 
 
-def validate_settings(data: dict[str, Any], path: Path) -> Loaded:
+Source = Callable[[Sequence[str | int]], str]  # key path -> the file or variable it came from
+
+
+def validate_settings(data: dict[str, Any], path: Path, *, source: Source | None = None,
+                      layers: tuple[str, ...] = (), environment: str | None = None,
+                      key_sources: dict[str, str] | None = None) -> Loaded:
+    """Validate ``data`` (read from ``path``; with layers, ``source`` names the overlay file or
+    variable each key came from, for the errors)."""
+    where = source or (lambda loc: str(path))
     problems = []
     server = data.get("server", {})
     if isinstance(server, dict):
         for key, why in COMPUTED_SERVER_KEYS.items():
             if key in server:
-                problems.append(f"{path}: server.{key} = {server[key]!r}: not allowed here; "
-                                f"{why}")
+                problems.append(f"{where(('server', key))}: server.{key} = {server[key]!r}: not "
+                                f"allowed here; {why}")
     try:
         settings = BundleSettings.model_validate(data)
     except ValidationError as exc:
-        problems.extend(describe_errors(exc, data, path))
+        problems.extend(describe_errors(exc, data, path, where))
     else:
         problems.extend(interface_problems(settings, frozenset(settings.server.model_fields_set),
-                                           path))
+                                           where(("server", "worker_class"))))
     if problems:
         raise SettingsError("\n".join(problems))
-    return Loaded(settings=settings, path=path.absolute())
+    return Loaded(settings=settings, path=path.absolute(), layers=layers, environment=environment,
+                  key_sources=key_sources or {})
 
 
-def describe_errors(exc: ValidationError, data: dict[str, Any], path: Path) -> list[str]:
-    """One line per error: file, dotted key path, value, what went wrong and what is allowed."""
+def describe_errors(exc: ValidationError, data: dict[str, Any], path: Path,
+                    source: Source | None = None) -> list[str]:
+    """One line per error: file (or variable), dotted key path, value, what went wrong and what
+    is allowed."""
     lines = []
     for err in exc.errors():
         loc = [part for part in err["loc"] if isinstance(part, str | int)]
+        origin = source(loc) if source else str(path)
         key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)[1:]
         model, field_name = _field_for(loc)
         message = err["msg"].removeprefix("Value error, ")
@@ -99,16 +130,16 @@ def describe_errors(exc: ValidationError, data: dict[str, Any], path: Path) -> l
             allowed = ", ".join(model.model_fields) if model else ""
             guess = difflib.get_close_matches(str(loc[-1]), list(model.model_fields) if model else [], 1)
             hint = f"; did you mean {guess[0]!r}?" if guess else ""
-            lines.append(f"{path}: {key} = {err['input']!r}: unknown key{hint} "
+            lines.append(f"{origin}: {key} = {err['input']!r}: unknown key{hint} "
                          f"(allowed in [{'.'.join(map(str, loc[:-1]))}]: {allowed})")
             continue
         described = model.model_fields[field_name].description if model and field_name else None
         allowed = f" (allowed: {described})" if described else ""
         if err["type"] == "missing":
-            lines.append(f"{path}: {key}: missing{allowed}")
+            lines.append(f"{origin}: {key}: missing{allowed}")
             continue
         value = _lookup(data, loc)
-        lines.append(f"{path}: {key} = {value!r}: {message}{allowed}")
+        lines.append(f"{origin}: {key} = {value!r}: {message}{allowed}")
     return lines
 
 

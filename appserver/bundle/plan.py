@@ -178,7 +178,7 @@ class Plan:
 
 
 def header_line(loaded: Loaded) -> str:
-    return f"generated from {loaded.path.name}; do not edit (run `appserver render`)"
+    return loaded.generated_from  # with --env or overlays, it names them too
 
 
 def server_table(loaded: Loaded, *, socket_path: str, app_dir: str,
