@@ -9,6 +9,15 @@ The ``asgi`` class is the one class with more than two implementations: ours (``
 uvicorn, granian and gunicorn 27 (``-k asgi``) all run the scenario's ASGI twin from apps.py.
 Ratios against gunicorn stay in the table's columns; the report adds ours against each of the
 other peers (see ``report.peer_ratios``).
+
+The WSGI peers (granian ``--interface wsgi``, uWSGI) have no worker classes of their own, so they
+form classes of their own, measured once per scenario rather than once per class of ours, and
+every WSGI class of ours is compared with them in the report: ``wsgi-peers`` runs them in their
+fastest configuration for small requests (one thread per worker: uWSGI processes-only, granian
+with one blocking thread; see bench/README.md, "WSGI peers"), ``wsgi-peers-32t`` with 32
+threads per worker, enough for all of c=64 at once and for overlapping I/O waits.  uWSGI speaks its own
+uwsgi protocol to nginx (``uwsgi_pass``, how it is deployed), so its cells use nginx's second
+listener (see ``UPSTREAM_PROTOCOL`` and bench/nginx.py).
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ OURS = "ours"
 GUNICORN = "gunicorn"
 UVICORN = "uvicorn"
 GRANIAN = "granian"
+GRANIAN_WSGI = "granian-wsgi"
+UWSGI = "uwsgi"
 
 DEFAULT_COMMANDS: dict[str, str] = {
     OURS: "{python} -m appserver serve -w {workers} -k {worker_class} {threads_opt} "
@@ -45,14 +56,36 @@ DEFAULT_COMMANDS: dict[str, str] = {
     # timeout setting for HTTP/1: idle connections stay open until nginx closes them.
     GRANIAN: "{python} -m granian --interface asgi --workers {workers} --uds {socket} "
              "--loop uvloop --http 1 --no-ws --log-level warning {app}",
+    # WSGI peers ({threads}: the class's threads per worker, 1 or 32; see SERVER_CLASSES).
+    # granian: HTTP/1 only, WebSockets off, its default single runtime thread per worker; the
+    # app runs in {threads} blocking threads per worker (its default would be 256).
+    GRANIAN_WSGI: "{python} -m granian --interface wsgi --workers {workers} --uds {socket} "
+                  "--http 1 --no-ws --blocking-threads {threads} --log-level warning {app}",
+    # uWSGI from the pyuwsgi wheel, started through its run() (what its `uwsgi` console script
+    # does; an extension module cannot be run with -m): a master and {workers} processes, each
+    # with {threads} threads ({threads_opt} is empty for 1: processes-only), speaking the uwsgi
+    # protocol on the socket.  --die-on-term: uWSGI
+    # 2.0 reloads on SIGTERM otherwise; --disable-logging: no request log, like the others
+    # (ours and gunicorn log no access lines by default); --need-app: fail, rather than serve
+    # 500s, if the app does not import.  No keep-alive: the uwsgi protocol carries one request
+    # per connection.
+    UWSGI: "{python} -c 'import sys, pyuwsgi; sys.exit(pyuwsgi.run())' --master "
+           "--workers {workers} {threads_opt} --uwsgi-socket {socket} --module {app} "
+           "--die-on-term --need-app --disable-logging --listen 1024",
 }
-IMPLEMENTATIONS = (OURS, UVICORN, GRANIAN, GUNICORN)  # the order rows are printed in
+IMPLEMENTATIONS = (OURS, UVICORN, GRANIAN, GRANIAN_WSGI, UWSGI, GUNICORN)  # row order
 # Modules an implementation needs, checked before anything starts.
 IMPLEMENTATION_NEEDS: dict[str, tuple[str, ...]] = {
     GUNICORN: ("gunicorn",),
     UVICORN: ("uvicorn", "uvloop", "httptools"),
     GRANIAN: ("granian", "uvloop"),
+    GRANIAN_WSGI: ("granian",),
+    UWSGI: ("pyuwsgi",),
 }
+# The protocol nginx speaks to an implementation: "http" (proxy_pass over upstream keep-alive)
+# unless listed here.  uWSGI gets its native protocol (uwsgi_pass), as the issue 15 figures did
+# and as uWSGI is deployed; its http-socket mode is the slower one.
+UPSTREAM_PROTOCOL: dict[str, str] = {UWSGI: "uwsgi"}
 
 
 @dataclass(frozen=True)
@@ -71,30 +104,49 @@ class ServerClass:
     needs: tuple[str, ...] = ()
     interface: str = "wsgi"        # which of a scenario's apps the class runs
     peers: tuple[str, ...] = ()    # other implementations that serve this class (ASGI servers)
+    ours: bool = True              # False: a class of peers only (wsgi-peers)
+    # Classes whose cells the report compares ours with besides this class's own peers: the
+    # WSGI peers, measured once for all WSGI classes.
+    peer_classes: tuple[str, ...] = ()
 
     def kclass(self, impl: str) -> str | None:
         """The ``-k`` value for ``impl``, or None if that implementation lacks the class."""
         if impl == OURS:
-            return self.name
+            return self.name if self.ours else None
         if impl == GUNICORN:
             return self.gunicorn
         return self.name if impl in self.peers else None
 
 
+# The WSGI peers in two configurations (threads per worker): 1 is their fastest for small
+# requests (measured: uWSGI processes-only gave 2.3x the req/s of 32 threads on hello, granian
+# with 1 blocking thread more than with 4, 32 or its default 256); 32 holds all 64 connections of
+# hello and post at once over 2 workers, and overlaps sleep50's waits as our async classes do.
+WSGI_PEERS = "wsgi-peers"
+WSGI_PEERS_THREADED = "wsgi-peers-32t"
+_WSGI_PEER_CLASSES = (WSGI_PEERS, WSGI_PEERS_THREADED)
+
 SERVER_CLASSES: dict[str, ServerClass] = {c.name: c for c in (
-    ServerClass("sync", gunicorn="sync"),
-    ServerClass("gthread", threads=4, gunicorn="gthread"),
+    ServerClass("sync", gunicorn="sync", peer_classes=_WSGI_PEER_CLASSES),
+    ServerClass("gthread", threads=4, gunicorn="gthread", peer_classes=_WSGI_PEER_CLASSES),
     # Async classes: selectable now, runnable once our server has them and the library is
     # installed (a missing library is reported before the run starts).
-    ServerClass("gevent", gunicorn="gevent", needs=("gevent",)),
-    ServerClass("eventlet", gunicorn=None, needs=("eventlet",)),
-    ServerClass("tornado", gunicorn="tornado", needs=("tornado",)),
-    ServerClass("asyncio", gunicorn=None),
+    ServerClass("gevent", gunicorn="gevent", needs=("gevent",),
+                peer_classes=_WSGI_PEER_CLASSES),
+    ServerClass("eventlet", gunicorn=None, needs=("eventlet",),
+                peer_classes=_WSGI_PEER_CLASSES),
+    ServerClass("tornado", gunicorn="tornado", needs=("tornado",),
+                peer_classes=_WSGI_PEER_CLASSES),
+    ServerClass("asyncio", gunicorn=None, peer_classes=_WSGI_PEER_CLASSES),
     # ASGI: ours is `-k asgi` (the asyncio class with --interface asgi), gunicorn 27 has a
     # class of the same name, and uvicorn and granian are ASGI servers of their own.
     ServerClass("asgi", gunicorn="asgi", interface="asgi", peers=(UVICORN, GRANIAN)),
+    # The WSGI peers: native-code servers with no worker classes of their own, run once per
+    # scenario and compared with every WSGI class of ours.
+    ServerClass(WSGI_PEERS, threads=1, ours=False, peers=(GRANIAN_WSGI, UWSGI)),
+    ServerClass(WSGI_PEERS_THREADED, threads=32, ours=False, peers=(GRANIAN_WSGI, UWSGI)),
 )}
-DEFAULT_SERVER_CLASSES = ("sync", "gthread")
+DEFAULT_SERVER_CLASSES = ("sync", "gthread", WSGI_PEERS, WSGI_PEERS_THREADED)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,9 +218,10 @@ def build_cells(server_tokens: list[str], scenario_names: list[str]) -> list[Cel
     """Expand ``--servers`` and ``--scenarios`` into cells, ours next to its peers.
 
     A server token is a class name (``sync``: every implementation that has the class; for
-    ``asgi`` that is ours, uvicorn, granian and gunicorn) or ``IMPL:CLASS`` (``gunicorn:sync``,
-    ``uvicorn:asgi``: that one only).  Order: scenario, then class, then implementation, so
-    the two sides of each comparison run back to back.
+    ``asgi`` that is ours, uvicorn, granian and gunicorn; for ``wsgi-peers`` and
+    ``wsgi-peers-32t`` granian-wsgi and uwsgi) or ``IMPL:CLASS`` (``gunicorn:sync``,
+    ``uvicorn:asgi``, ``uwsgi:wsgi-peers``: that one only).  Order: scenario, then class, then
+    implementation, so the two sides of each comparison run back to back.
     """
     pairs: list[tuple[ServerClass, str]] = []
     for token in server_tokens:

@@ -3,7 +3,10 @@
 One nginx runs for the whole benchmark, as a plain child process (``daemon off``, its pid file,
 logs and temp files all under the run's temp dir; never the system service).  Its upstream
 points at one fixed unix socket path that each server under test binds in turn, so every server
-sits behind byte-for-byte the same proxy.
+sits behind byte-for-byte the same proxy.  A second listener speaks the uwsgi protocol to the
+same socket (``uwsgi_pass``, for uWSGI, the one peer with a protocol of its own); its buffers and
+forwarded headers mirror the HTTP location's.  nginx cannot keep uwsgi connections alive, so
+that upstream has no ``keepalive``: one connection per request, as uWSGI is deployed.
 
 Failure accounting relies on two logs, read by byte offset so each measurement sees only its
 own lines:
@@ -115,6 +118,43 @@ http {
             proxy_send_timeout 300s;
         }
     }
+
+    # The uwsgi protocol (uWSGI's --uwsgi-socket) to the same socket path.
+    upstream app_uwsgi {
+        server unix:@{socket};
+    }
+
+    server {
+        listen 127.0.0.1:@{uwsgi_port} backlog=4096;
+
+        location / {
+            uwsgi_pass app_uwsgi;
+            # The CGI variables nginx's stock uwsgi_params file sets, written out so that the
+            # config does not depend on where the distribution put that file.
+            uwsgi_param QUERY_STRING $query_string;
+            uwsgi_param REQUEST_METHOD $request_method;
+            uwsgi_param CONTENT_TYPE $content_type;
+            uwsgi_param CONTENT_LENGTH $content_length;
+            uwsgi_param REQUEST_URI $request_uri;
+            uwsgi_param PATH_INFO $document_uri;
+            uwsgi_param DOCUMENT_ROOT $document_root;
+            uwsgi_param SERVER_PROTOCOL $server_protocol;
+            uwsgi_param REQUEST_SCHEME $scheme;
+            uwsgi_param HTTPS $https if_not_empty;
+            uwsgi_param REMOTE_ADDR $remote_addr;
+            uwsgi_param REMOTE_PORT $remote_port;
+            uwsgi_param SERVER_PORT $server_port;
+            uwsgi_param SERVER_NAME $server_name;
+            # What the HTTP location adds with proxy_set_header (Host arrives as HTTP_HOST).
+            uwsgi_param HTTP_X_FORWARDED_FOR $proxy_add_x_forwarded_for;
+            uwsgi_param HTTP_X_FORWARDED_PROTO $scheme;
+            uwsgi_buffering on;
+            uwsgi_buffer_size 16k;
+            uwsgi_buffers 64 16k;
+            uwsgi_busy_buffers_size 64k;
+            uwsgi_read_timeout 60s;
+        }
+    }
 }
 """)
 
@@ -126,7 +166,7 @@ def free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def render_config(run_dir: Path, *, port: int, app_socket: Path) -> str:
+def render_config(run_dir: Path, *, port: int, app_socket: Path, uwsgi_port: int) -> str:
     # A root master would start its workers as "nobody", who cannot enter the private temp dir
     # or write the socket.  Socket permissions are the deployment bundle's concern, not this
     # benchmark's, so the workers run as whoever runs the benchmark.
@@ -136,7 +176,7 @@ def render_config(run_dir: Path, *, port: int, app_socket: Path) -> str:
                      f"{grp.getgrgid(os.getegid()).gr_name};")
     return _CONFIG.substitute(dir=run_dir, user_line=user_line, port=port, socket=app_socket,
                               upstream_keepalive_timeout=UPSTREAM_KEEPALIVE_TIMEOUT,
-                              ws_path=WS_PATH)
+                              ws_path=WS_PATH, uwsgi_port=uwsgi_port)
 
 
 def nginx_version() -> str:
@@ -183,11 +223,20 @@ class Nginx:
         self.access_log = run_dir / "failed.log"
         self.error_log = run_dir / "error.log"
         self.port = 0
+        self.uwsgi_port = 0  # the listener that speaks the uwsgi protocol upstream
         self.proc: ManagedProcess | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def url_for(self, protocol: str) -> str:
+        """The listener that reaches the socket over ``protocol`` ("http" or "uwsgi")."""
+        if protocol == "uwsgi":
+            return f"http://127.0.0.1:{self.uwsgi_port}"
+        if protocol != "http":
+            raise ValueError(f"unknown upstream protocol {protocol!r}; known: http, uwsgi")
+        return self.url
 
     def start(self, attempts: int = 3) -> None:
         """Render, check with ``nginx -t``, start, and wait until the port answers.
@@ -199,8 +248,12 @@ class Nginx:
         output = self.run_dir / "nginx.out"
         for _ in range(attempts):
             self.port = free_loopback_port()
+            self.uwsgi_port = free_loopback_port()
+            while self.uwsgi_port == self.port:
+                self.uwsgi_port = free_loopback_port()
             self.conf_path.write_text(render_config(self.run_dir, port=self.port,
-                                                    app_socket=self.app_socket))
+                                                    app_socket=self.app_socket,
+                                                    uwsgi_port=self.uwsgi_port))
             self._check()
             proc = ManagedProcess("nginx", self._argv(), log_path=output)
             if self._wait_listening(proc):
@@ -211,9 +264,9 @@ class Nginx:
         raise RuntimeError(f"nginx did not start; its last words:\n{tail}")
 
     def _wait_listening(self, proc: ManagedProcess) -> bool:
-        port = self.port
-        wait_until(lambda: not proc.alive() or _port_open(port), timeout=10.0)
-        return proc.alive() and _port_open(port)
+        ports = (self.port, self.uwsgi_port)
+        wait_until(lambda: not proc.alive() or all(map(_port_open, ports)), timeout=10.0)
+        return proc.alive() and all(map(_port_open, ports))
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cpu import CpuUse
-from bench.matrix import IMPLEMENTATIONS, OURS, Cell
+from bench.matrix import GUNICORN, IMPLEMENTATIONS, OURS, Cell
 from bench.nginx import LogWindow
 from bench.wrk import WrkResult
 
@@ -139,22 +139,33 @@ def rows(results: dict[str, CellResult]) -> list[list[str]]:
 
 def peer_ratios(results: dict[str, CellResult]) -> list[tuple[str, str, float | None,
                                                               float | None]]:
-    """Ours against every peer, for classes with peers besides gunicorn (``asgi``).
+    """Ours against every peer besides gunicorn: the class's own peers (``asgi``: uvicorn,
+    granian) and those of its ``peer_classes`` (WSGI classes: the ``wsgi-peers`` and
+    ``wsgi-peers-32t`` cells of the same scenario, shared by all of them).
 
     Rows of (our cell key, peer, req/s ratio, req/CPU-s ratio); above 1 means ours is faster or
-    cheaper.  The gunicorn ratios repeat the table's columns, so that one block compares all.
+    cheaper.  A peer of another class is named ``CLASS/IMPL`` (``wsgi-peers/uwsgi``).  The
+    gunicorn ratios repeat the table's columns, so that one block compares all.
+    A cell with no peer but gunicorn in the run has no rows.
     """
     found = []
     for key, result in results.items():
         cell = result.cell
-        if cell.impl != OURS or not cell.server_class.peers:
+        if cell.impl != OURS:
             continue
-        for peer in IMPLEMENTATIONS:
-            peer_key = f"{cell.scenario.name}/{cell.server_class.name}/{peer}"
-            if peer == OURS or peer_key not in results:
-                continue
-            found.append((key, peer, ratio(result, results, base_key=peer_key),
-                          ratio(result, results, efficiency=True, base_key=peer_key)))
+        own = cell.server_class.name
+        peer_keys = [(peer if name == own else f"{name}/{peer}",
+                      f"{cell.scenario.name}/{name}/{peer}")
+                     for name in (own, *cell.server_class.peer_classes)
+                     for peer in IMPLEMENTATIONS if peer != OURS]
+        # gunicorn last, as in the table, after the native peers.
+        present = sorted(((peer, k) for peer, k in peer_keys if k in results),
+                         key=lambda pair: pair[0] == GUNICORN)
+        if all(peer == GUNICORN for peer, _ in present):
+            continue
+        found += [(key, peer, ratio(result, results, base_key=peer_key),
+                   ratio(result, results, efficiency=True, base_key=peer_key))
+                  for peer, peer_key in present]
     return found
 
 
@@ -165,7 +176,7 @@ def peer_lines(results: dict[str, CellResult]) -> list[str]:
         return []
     lines = ["ours vs each peer, same run (req/s ratio, req/cpu-s ratio; above 1: ours better):"]
     for key, peer, r, r_cpu in found:
-        lines.append(f"  {key:<20} vs {peer:<9} req/s {_x(r):>6}   req/cpu-s {_x(r_cpu):>6}")
+        lines.append(f"  {key:<20} vs {peer:<27} req/s {_x(r):>6}   req/cpu-s {_x(r_cpu):>6}")
     return lines
 
 

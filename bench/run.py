@@ -1,5 +1,5 @@
-"""Entry point: run our server and its peers (gunicorn; for ASGI also uvicorn and granian)
-behind one nginx, measure with wrk, print a table.
+"""Entry point: run our server and its peers (gunicorn; granian and uWSGI for WSGI; uvicorn and
+granian for ASGI) behind one nginx, measure with wrk, print a table.
 
 Order of work, and why:
 
@@ -51,8 +51,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--servers", default=",".join(matrix.DEFAULT_SERVER_CLASSES),
                         help="Comma-separated worker classes (each runs ours and gunicorn; "
                              "'asgi' runs ours, uvicorn, granian and gunicorn on the ASGI "
-                             "apps) or IMPL:CLASS for one side only, e.g. gunicorn:sync, "
-                             "uvicorn:asgi. Known classes: "
+                             "apps; 'wsgi-peers' runs granian-wsgi and uwsgi once, compared "
+                             "with every WSGI class of ours) or IMPL:CLASS for one side only, "
+                             "e.g. gunicorn:sync, uvicorn:asgi, uwsgi:wsgi-peers. Known classes: "
                              f"{', '.join(matrix.SERVER_CLASSES)}. Default: %(default)s.")
     parser.add_argument("--scenarios", default=",".join(matrix.DEFAULT_SCENARIOS),
                         help=f"Comma-separated, from: {', '.join(matrix.SCENARIOS)}. "
@@ -84,6 +85,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--granian-cmd", default=matrix.DEFAULT_COMMANDS[matrix.GRANIAN],
                         help="Command template for granian (asgi class). "
                              "Default: %(default)r.")
+    parser.add_argument("--granian-wsgi-cmd",
+                        default=matrix.DEFAULT_COMMANDS[matrix.GRANIAN_WSGI],
+                        help="Command template for granian --interface wsgi (wsgi-peers "
+                             "class). Default: %(default)r.")
+    parser.add_argument("--uwsgi-cmd", default=matrix.DEFAULT_COMMANDS[matrix.UWSGI],
+                        help="Command template for uWSGI (wsgi-peers class; nginx speaks "
+                             "the uwsgi protocol to it). Default: %(default)r.")
     parser.add_argument("--start-timeout", type=float, default=30.0,
                         help="Seconds a server gets to answer its first request. "
                              "Default: %(default)s.")
@@ -91,9 +99,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="Where the JSON and markdown results go. Default: bench/results.")
     parser.add_argument("--profile", action="store_true",
                         help="Sample our server with py-spy during every measured run (ours "
-                             "only) and print its top functions; raw stacks go to the results "
-                             "dir. py-spy costs CPU: profile in a run of its own, its figures "
-                             "are not comparable.")
+                             "only) and print its top functions; raw stacks, the summary and "
+                             "a flame graph (SVG) go to the results dir. py-spy costs CPU: "
+                             "profile in a run of its own, its figures are not comparable.")
+    parser.add_argument("--profile-native", action="store_true",
+                        help="With --profile: sample C frames too (py-spy --native), so that "
+                             "time in our compiled (mypyc) modules shows under their own "
+                             "names instead of their Python callers'. Costs more CPU.")
     parser.add_argument("--keep-tmp", action="store_true",
                         help="Keep the run's temp dir (nginx config and logs, server logs).")
     args = parser.parse_args(argv)
@@ -104,6 +116,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--{name} must be at least 1")
     if args.warmup < 0:
         parser.error("--warmup must be 0 (none) or more")
+    if args.profile_native and not args.profile:
+        parser.error("--profile-native needs --profile")
     return args
 
 
@@ -140,8 +154,8 @@ def describe(args: argparse.Namespace, commands: dict[str, str]) -> dict[str, An
         "python": platform.python_version(),
         "nginx": nginx_version(),
         "wrk": wrk_version(),
-        **{name: _version(name) for name in ("gunicorn", "uvicorn", "granian", "uvloop",
-                                             "httptools")},
+        **{name: _version(name) for name in ("gunicorn", "uvicorn", "granian", "pyuwsgi",
+                                             "uvloop", "httptools")},
         "workers": args.workers,
         "runs": args.runs,
         "duration_s": args.duration,
@@ -171,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         return metrics_cost.main(argv[1:])
     args = parse_args(argv)
     commands = {matrix.OURS: args.ours_cmd, matrix.GUNICORN: args.gunicorn_cmd,
-                matrix.UVICORN: args.uvicorn_cmd, matrix.GRANIAN: args.granian_cmd}
+                matrix.UVICORN: args.uvicorn_cmd, matrix.GRANIAN: args.granian_cmd,
+                matrix.GRANIAN_WSGI: args.granian_wsgi_cmd, matrix.UWSGI: args.uwsgi_cmd}
     try:
         cells = matrix.build_cells(_split(args.servers), _split(args.scenarios))
         for template in commands.values():
@@ -209,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         json_path, md_path = report.write_results(results, meta, args.results_dir)
         print(f"\nresults: {json_path}\n         {md_path}")
         if args.profile:
-            _profile_summaries(cells, run_dir, json_path.with_suffix(""))
+            measured = {key for key, result in results.items() if result.runs}
+            _profile_summaries(cells, run_dir, json_path.with_suffix(""), measured)
     finally:
         nginx.stop()
         procs.stop_all()
@@ -239,7 +255,8 @@ def _measure(cell: matrix.Cell, result: report.CellResult, nginx: Nginx,
     try:
         run = cell_run(cell, argv, nginx, cwd=REPO_ROOT, log_dir=run_dir / "logs",
                        run_dir=run_dir, duration_s=args.duration, warmup_s=args.warmup,
-                       start_timeout=args.start_timeout, profile_path=profile_path)
+                       start_timeout=args.start_timeout, profile_path=profile_path,
+                       profile_native=args.profile_native)
     except (ServerError, WrkError) as exc:  # this cell fails; the others go on
         result.error = str(exc)
         print(f"{prefix} {cell.key}: FAILED: {exc}", flush=True)
@@ -257,18 +274,28 @@ def _profile_path(cell: matrix.Cell, run_dir: Path, round_no: int) -> Path:
     return run_dir / "profiles" / f"{cell.key.replace('/', '_')}.{round_no}.raw"
 
 
-def _profile_summaries(cells: list[matrix.Cell], run_dir: Path, stem: Path) -> None:
-    """Merge each profiled cell's runs, keep the raw stacks next to the results, print the top."""
+def _profile_summaries(cells: list[matrix.Cell], run_dir: Path, stem: Path,
+                       measured: set[str]) -> None:
+    """Merge each profiled cell's runs, keep the raw stacks, the summary and a flame graph next
+    to the results, print the top."""
     for cell in cells:
-        raws = sorted((run_dir / "profiles").glob(f"{cell.key.replace('/', '_')}.*.raw"))
+        name = cell.key.replace("/", "_")
+        raws = sorted((run_dir / "profiles").glob(f"{name}.*.raw"))
         if not raws:
+            if cell.impl == matrix.OURS and cell.key in measured:
+                log = run_dir / "logs" / f"{name}.py-spy.log"
+                said = log.read_text(errors="replace").strip()[-500:] if log.exists() else ""
+                print(f"\nprofile of {cell.key}: py-spy wrote nothing; it said: "
+                      f"{said or '(nothing)'}", file=sys.stderr)
             continue
-        merged = stem.with_name(f"{stem.name}-profile-{cell.key.replace('/', '_')}.raw")
+        merged = stem.with_name(f"{stem.name}-profile-{name}.raw")
         merged.write_text("".join(raw.read_text(errors="replace") for raw in raws))
         summary = profile.summarise(merged)
         merged.with_suffix(".txt").write_text(summary + "\n")
+        svg = merged.with_suffix(".svg")
+        svg.write_text(profile.flamegraph_svg(merged, title=f"{cell.key} ({len(raws)} run(s))"))
         print(f"\nprofile of {cell.key} ({len(raws)} run(s)):\n{summary}\n"
-              f"raw stacks: {merged}")
+              f"raw stacks: {merged}\nflame graph: {svg}")
 
 
 def _stop_text(stop: report.StopResult | None) -> str:

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from bench import cpu, profile
-from bench.matrix import Cell, Scenario
+from bench.matrix import UPSTREAM_PROTOCOL, Cell, Scenario
 from bench.nginx import Nginx
 from bench.procs import ManagedProcess, wait_until
 from bench.report import STOP_TIMEOUT_S, Run, StopResult
@@ -48,27 +48,29 @@ def server_env(cwd: Path) -> dict[str, str]:
 
 def cell_run(cell: Cell, argv: list[str], nginx: Nginx, *, cwd: Path, log_dir: Path,
              run_dir: Path, duration_s: int, warmup_s: int, start_timeout: float,
-             profile_path: Path | None = None) -> Run:
+             profile_path: Path | None = None, profile_native: bool = False) -> Run:
     """``profile_path``: sample the server with py-spy during the measurement, raw stacks
-    written there (see bench/profile.py)."""
+    written there (see bench/profile.py); ``profile_native``: C frames too."""
     nginx.app_socket.unlink(missing_ok=True)
     log_path = log_dir / (cell.key.replace("/", "_") + ".log")
     with open(log_path, "a") as fh:
         fh.write(f"$ {' '.join(argv)}\n")
     server = ManagedProcess(cell.key, argv, log_path=log_path, cwd=cwd, env=server_env(cwd))
+    # The nginx listener that speaks this server's protocol upstream (uWSGI: uwsgi).
+    url = nginx.url_for(UPSTREAM_PROTOCOL.get(cell.impl, "http")) + "/"
     try:
-        wait_ready(cell.scenario, server, nginx, start_timeout)
+        wait_ready(cell.scenario, server, nginx, start_timeout, url=url)
         script = write_script(cell.scenario, run_dir)
-        url = nginx.url + "/"
         if warmup_s > 0:
             run_wrk(url, script, connections=cell.scenario.connections, duration_s=warmup_s)
-            _drain(cell, nginx, start_timeout)
+            _drain(cell, url, start_timeout)
         assert nginx.proc is not None
         mark = nginx.mark()
         spy = None
         if profile_path is not None:
             spy = profile.start(server.pid, duration_s, profile_path,
-                                log_dir / (cell.key.replace("/", "_") + ".py-spy.log"))
+                                log_dir / (cell.key.replace("/", "_") + ".py-spy.log"),
+                                native=profile_native)
             time.sleep(0.5)  # attaching to the master and its workers takes a moment
         cpu_start = cpu.sample(server.pid, nginx.proc.pid)
         try:
@@ -103,8 +105,11 @@ def stop_server(server: ManagedProcess, log_path: Path) -> StopResult:
     return result
 
 
-def wait_ready(scenario: Scenario, server: ManagedProcess, nginx: Nginx, timeout: float) -> None:
-    """Wait for the socket, then for one request through nginx that the scenario accepts."""
+def wait_ready(scenario: Scenario, server: ManagedProcess, nginx: Nginx, timeout: float, *,
+               url: str | None = None) -> None:
+    """Wait for the socket, then for one request through nginx (at ``url``, by default its
+    HTTP listener) that the scenario accepts."""
+    url = url or nginx.url + "/"
     deadline = time.monotonic() + timeout
     if not wait_until(lambda: not server.alive() or nginx.app_socket.exists(), timeout):
         raise ServerError(f"no socket at {nginx.app_socket} after {timeout:.0f}s:\n"
@@ -114,14 +119,14 @@ def wait_ready(scenario: Scenario, server: ManagedProcess, nginx: Nginx, timeout
         if not server.alive():
             raise ServerError(f"server exited with status {server.popen.returncode}:\n"
                               f"{server.log_tail()}")
-        last_problem = _smoke_check(scenario, nginx.url + "/")
+        last_problem = _smoke_check(scenario, url)
         if not last_problem:
             return
         time.sleep(0.1)
     raise ServerError(f"not ready after {timeout:.0f}s ({last_problem}):\n{server.log_tail()}")
 
 
-def _drain(cell: Cell, nginx: Nginx, timeout: float) -> None:
+def _drain(cell: Cell, url: str, timeout: float) -> None:
     """Wait until the server has worked off the requests the warm-up abandoned.
 
     When wrk stops it closes connections with requests in flight; nginx drops the upstream side
@@ -130,7 +135,7 @@ def _drain(cell: Cell, nginx: Nginx, timeout: float) -> None:
     the start of the measurement.  One request queued behind them is a barrier: when it comes
     back, the queue ahead of it is empty.
     """
-    problem = _smoke_check(cell.scenario, nginx.url + "/", timeout=timeout)
+    problem = _smoke_check(cell.scenario, url, timeout=timeout)
     if problem:
         raise ServerError(f"no good answer after the warm-up: {problem}")
     time.sleep(_DRAIN_SETTLE_S)
