@@ -9,6 +9,7 @@ row with the same key; nothing else is touched.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import platform
 import time
@@ -107,16 +108,19 @@ class Recorder:
         return bool(self.rows)
 
     def write(self, store: Path = STORE, doc: Path = DOC) -> None:
-        """Merge this session's rows into ``store`` and render ``doc`` from it."""
-        try:
-            data: dict[str, dict[str, dict[str, Any]]] = json.loads(store.read_text())
-        except (OSError, ValueError):
-            data = {}
-        for table, rows in self.rows.items():
-            data.setdefault(table, {}).update(rows)
-        data = {t: data[t] for t in TABLES if t in data}
-        store.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-        doc.write_text(render(data))
+        """Merge this session's rows into ``store`` and render ``doc`` from it.  Under a lock:
+        with pytest-xdist each worker process is a session of its own and writes its rows."""
+        with open(store.with_name(store.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                data: dict[str, dict[str, dict[str, Any]]] = json.loads(store.read_text())
+            except (OSError, ValueError):
+                data = {}
+            for table, rows in self.rows.items():
+                data.setdefault(table, {}).update(rows)
+            data = {t: data[t] for t in TABLES if t in data}
+            store.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+            doc.write_text(render(data))
 
 
 def _cell(value: Any) -> str:
