@@ -5,7 +5,7 @@ Design notes
 * One :class:`HTTPProtocol` per connection parses with the same sans-I/O parser as every other
   class; an idle keep-alive connection or a WebSocket waiting for a message is just a protocol
   object in the loop -- no thread, no greenlet.  uvloop is used when installed (``--loop``).
-* A request is handed to the pool (``--threads``; 64 when left at 1) as a
+* A request is handed to the pool (``--threads``; 64 when left at 1; :mod:`.aio_pool`) as a
   :class:`~appserver.workers.aio_request.RequestCycle`; the loop keeps feeding its body and, once
   the call returns, writes what is left and parses the next request (pipelining in order).
 * WebSocket handlers of the native API run in a separate pool sized by
@@ -37,6 +37,7 @@ from ..asgi import ScopeBuilder
 from ..websocket import greenhub
 from .aio_asgi import ASGICycle
 from .aio_lifespan import Lifespan, LifespanFailed
+from .aio_pool import AppPool
 from .aio_protocol import HTTPProtocol
 from .aio_request import RequestCycle
 from .base import EXIT_APP_LOAD_ERROR, Worker, log
@@ -50,6 +51,7 @@ WS_HUBS = 4
 class AsyncioWorker(Worker):
     multithread = True
     holds_connections = True
+    app_pool: AppPool | None = None  # the WSGI app's threads, made by serve()
 
     cycle_class: type[RequestCycle] | type[ASGICycle] = RequestCycle
     lifespan: Lifespan | None = None
@@ -107,8 +109,7 @@ class AsyncioWorker(Worker):
         self.loop = self._early_loop or self._new_loop()
         asyncio.set_event_loop(self.loop)
         threads = self.config.threads if self.config.threads > 1 else DEFAULT_POOL
-        self.pool_size = threads
-        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="appserver-app")
+        self.app_pool = AppPool(self.loop, threads, "appserver-app")
         self.ws_executor = ThreadPoolExecutor(self.config.websocket_max_connections,
                                               thread_name_prefix="appserver-ws")
         # Native WebSocket handlers park as greenlets instead of holding a thread each.
@@ -117,12 +118,11 @@ class AsyncioWorker(Worker):
         # Guards every connection's count of bytes handed to the loop but not yet written to its
         # transport (HTTPProtocol.write_threadsafe); app threads wait on it past the limit.
         self.flow = threading.Condition()
-        self._started: dict[int, float] = {}
         try:
             self.loop.run_until_complete(self._main())
             self._cancel_leftovers()
         finally:
-            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.app_pool.shutdown()
             self.ws_executor.shutdown(wait=False, cancel_futures=True)
             if self.ws_hubs is not None:
                 self.ws_hubs.stop()
@@ -182,27 +182,20 @@ class AsyncioWorker(Worker):
 
     def tick(self) -> None:
         super().tick()
-        started = list(self._started.values())
+        pool = self.app_pool
+        if pool is None:  # (the aiohttp class runs no WSGI pool)
+            return
+        started = list(pool.started.values())
         timeout = self.config.timeout
-        if timeout and len(started) >= self.pool_size and time.monotonic() - max(started) > timeout:
+        if timeout and len(started) >= pool.size and time.monotonic() - max(started) > timeout:
             self.heartbeat.beat_at(max(started))  # every app thread is stuck: look silent
 
-    def run_in_pool(self, func: Callable[[], T], *, long_lived: bool = False) -> asyncio.Future[T]:
-        """Run ``func`` in the app pool (or the WebSocket pool), tracking stuck threads."""
-        if long_lived:
-            if self.ws_hubs is not None:
-                return asyncio.wrap_future(self.ws_hubs.submit(func), loop=self.loop)
-            return self.loop.run_in_executor(self.ws_executor, func)
-
-        def tracked() -> T:
-            ident = threading.get_ident()
-            self._started[ident] = time.monotonic()
-            try:
-                return func()
-            finally:
-                self._started.pop(ident, None)
-
-        return self.loop.run_in_executor(self.executor, tracked)
+    def run_long_lived(self, func: Callable[[], T]) -> asyncio.Future[T]:
+        """Run a native WebSocket handler: on a greenlet hub, else in the WebSocket pool (the
+        app pool's requests go through :class:`.aio_pool.AppPool`)."""
+        if self.ws_hubs is not None:
+            return asyncio.wrap_future(self.ws_hubs.submit(func), loop=self.loop)
+        return self.loop.run_in_executor(self.ws_executor, func)
 
     async def _graceful_stop(self, servers: list[Any]) -> None:
         self.state.stopping = True

@@ -19,6 +19,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..asgi import scope_from_environ
@@ -420,8 +421,7 @@ class HTTPProtocol(asyncio.Protocol):
             # Over TLS the loop holds the TLS state: a duplicate descriptor would carry only
             # ciphertext, so libraries that take the socket over cannot be served here.
             environ["gunicorn.socket"] = handed
-        future = self.worker.run_in_pool(lambda: self._run_ws_app(environ, ws, head, handed),
-                                         long_lived=True)
+        future = self.worker.run_long_lived(lambda: self._run_ws_app(environ, ws, head, handed))
         future.add_done_callback(lambda f: self._ws_done(f, ws))
 
     def _hand_to_asgi(self, head: RequestHead, key: bytes, offered: list[str]) -> None:
@@ -557,7 +557,7 @@ class HTTPProtocol(asyncio.Protocol):
 
     def resume_reading_threadsafe(self) -> None:
         if self.reading_paused:
-            self.loop.call_soon_threadsafe(self._resume_reading)
+            self._post(self._resume_reading)
 
     def write_threadsafe(self, data: bytes) -> None:
         """Hand ``data`` to the loop (from an app thread).  Two waits bound what a response can
@@ -573,7 +573,7 @@ class HTTPProtocol(asyncio.Protocol):
         with flow:
             self.queued += len(data)
             over = self.queued > QUEUE_LIMIT
-        self.loop.call_soon_threadsafe(self._write, data)
+        self._post(self._write, data)
         if over:
             with flow:
                 self.flow_waiting = True
@@ -584,6 +584,13 @@ class HTTPProtocol(asyncio.Protocol):
                     self.flow_waiting = False
             if not drained or self.closed:
                 raise ClientGone("the client stopped reading")
+
+    def _post(self, func: Callable[..., None], *args: Any) -> None:
+        """From an app thread: in the loop, in order with the request's completion
+        (:meth:`.aio_pool.AppPool.post`)."""
+        pool = self.worker.app_pool
+        assert pool is not None  # (only app threads call this)
+        pool.post(func, *args)
 
     def _write(self, data: bytes) -> None:
         flow = self.worker.flow

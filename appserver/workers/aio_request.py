@@ -14,7 +14,6 @@ Design notes
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -94,13 +93,35 @@ class BodyChannel:
             return b""
 
 
+class NoBody:
+    """The body channel of a request that has none (the common GET): nothing to hand over, so
+    no condition variable and no deque per request; reading it gives b"" at once."""
+
+    __slots__ = ()
+    continue_pending = False
+    consumed_all = True
+
+    def put(self, data: bytes) -> bool:  # pragma: no cover - the parser gives no body pieces
+        raise AssertionError("a body piece for a request without a body")
+
+    def finish(self, error: BaseException | None = None) -> None:
+        pass  # a client that leaves cannot take away a body that is not there
+
+    def pull(self) -> bytes:
+        return b""
+
+
+NO_BODY = NoBody()
+
+
 class RequestCycle:
     """Runs in a pool thread; returns (keep_alive, bytes still to write, status for the log)."""
 
     def __init__(self, protocol: HTTPProtocol, head: RequestHead, keep_alive: bool) -> None:
         self.protocol = protocol
         self.head = head
-        self.body = BodyChannel(protocol, head.expect_continue)
+        self.body: BodyChannel | NoBody = BodyChannel(protocol, head.expect_continue) \
+            if head.has_body else NO_BODY
         self.response = Response(self._send, head.method, head.version, keep_alive)
         self._out: list[bytes] = []
         self.streaming = False
@@ -112,6 +133,7 @@ class RequestCycle:
         only when the body has arrived whole, or its rest is small enough for the loop to drain
         (:func:`.linger.can_keep_alive`) and the client was not left waiting for 100 Continue."""
         body = self.body
+        assert isinstance(body, BodyChannel)  # (set only for a request with a body)
         with body.cond:
             complete = body.done and body.error is None
             if complete:
@@ -129,14 +151,17 @@ class RequestCycle:
     def start(self) -> None:
         """Run the request in the app pool (the loop feeds its body meanwhile); the
         connection's ``request_done`` follows in the loop."""
-        self.protocol.worker.run_in_pool(self.run).add_done_callback(self._done)
+        pool = self.protocol.worker.app_pool
+        assert pool is not None  # (made before the first connection)
+        pool.submit(self.run, self._done)
 
-    def _done(self, future: asyncio.Future[tuple[bool, bytes]]) -> None:
-        try:
-            keep_alive, out = future.result()
-        except Exception:  # run() catches what it expects
-            log.exception("unexpected error in a request")
+    def _done(self, result: tuple[bool, bytes] | None, error: BaseException | None) -> None:
+        if result is None:  # run() catches what it expects
+            log.error("unexpected error in a request", exc_info=error)
             keep_alive, out = False, b""
+        else:
+            keep_alive, out = result
+
         # Break the cycles through the response (its send and keep-alive veto are this
         # cycle's methods): the request's objects are then freed by reference counting, not
         # left to the cyclic garbage collector.  A write() the app kept fails from now on.

@@ -216,8 +216,6 @@ class AiohttpWorker(AsyncioWorker):
             log.exception("worker %d: the access log line failed", self.pid)
 
     def serve(self) -> None:
-        self._started = {}
-        self.pool_size = 1
         try:
             self.loop.run_until_complete(self._aiohttp_main())
             self._cancel_leftovers()

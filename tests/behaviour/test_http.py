@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 
 from .client import Client, exchange
@@ -101,6 +102,33 @@ def test_http10_response_is_close_delimited(server: RunningServer) -> None:
     assert b"Transfer-Encoding" not in head
     assert b"Connection: close" in head
     assert body == b"chunk 0\nchunk 1\n"
+
+
+def test_concurrent_streamed_responses_on_closing_connections_arrive_whole(
+        server: RunningServer) -> None:
+    """Many clients at once, each a streamed body then Connection: close: every response
+    arrives whole.  (The asyncio class once closed such a connection before its streamed
+    pieces were written, when a batched completion overtook them: empty replies.)"""
+    request = b"GET /stream?n=3 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    bodies: list[bytes] = []
+
+    def client() -> None:
+        for _ in range(40):
+            with Client(server.address) as conn:
+                conn.send(request)
+                raw = conn.raw_until_close()
+            bodies.append(raw.partition(b"\r\n\r\n")[2])
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)
+    whole = b"8\r\nchunk 0\n\r\n8\r\nchunk 1\n\r\n8\r\nchunk 2\n\r\n0\r\n\r\n"
+    assert len(bodies) == 320
+    broken = [body for body in bodies if body != whole]
+    assert not broken, f"{len(broken)} of 320 responses broken, e.g. {broken[0]!r}"
 
 
 def test_expect_100_continue(server: RunningServer) -> None:
