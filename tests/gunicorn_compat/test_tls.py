@@ -262,8 +262,22 @@ def test_large_bodies_pipelining_websocket_and_plain_http(launcher: Launcher, ce
     if worker_class != "sync":
         from websockets.sync.client import connect
 
-        with connect(f"wss://127.0.0.1:{server.port}/ws", ssl=context, open_timeout=10,
-                     close_timeout=5, max_size=None) as ws:
+        for attempt in (1, 2):
+            try:
+                ws = connect(f"wss://127.0.0.1:{server.port}/ws", ssl=context, open_timeout=10,
+                             close_timeout=5, max_size=None)
+            except Exception as exc:  # noqa: BLE001 - checked below, re-raised unless it is that
+                # The websockets sync client reads in a thread of its own while the caller
+                # writes, on one SSLSocket; on a loaded machine OpenSSL then sometimes fails the
+                # client's own first write with "internal error" before any byte reaches the
+                # server.  Another connection is a fair second try; a server fault would repeat.
+                chain = [exc, exc.__cause__, exc.__context__]
+                if attempt == 2 or not any(isinstance(e, ssl.SSLError) and "internal error"
+                                           in str(e) for e in chain):
+                    raise
+                continue
+            break
+        with ws:
             ws.send("hello over tls")
             assert ws.recv(timeout=10) == "hello over tls"
             ws.send(body)

@@ -34,9 +34,12 @@ def test_request_id_and_duration(launcher: Launcher, kind: str, as_json: bool) -
         return found[0] if found else None
 
     text = wait_for(line, 10, "the access log line")
+    # The app sleeps 0.2 s; uvloop's timers have a resolution of 1 ms, so the ASGI app's
+    # asyncio.sleep(0.2) may end up to 1 ms early by the server's clock.
+    least = 0.2 - (0.001 if kind == "asgi" else 0.0)
     if as_json:
         entry = json.loads(text)
-        assert entry["request_id"] == "0123abcd" and entry["duration_ms"] >= 200
+        assert entry["request_id"] == "0123abcd" and entry["duration_ms"] >= least * 1000
     else:
         assert text.startswith("GET /slow?t=0.2 HTTP/1.1 200 rid=0123abcd took=")
-        assert float(text.rsplit("took=", 1)[1]) >= 0.2
+        assert float(text.rsplit("took=", 1)[1]) >= least
