@@ -16,8 +16,6 @@ import re
 import subprocess
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from typing import Any
 
 import pytest
@@ -172,9 +170,9 @@ def has_redis(deployment: Deployment) -> bool:
 
 def test_the_chat_fans_out_across_the_app_workers_through_redis(
         deployment: Deployment) -> None:
-    """[redis] mode = "local": clients that reached different workers of the app container
-    (bursts of handshakes spread over them) hear each other; Redis answers PING.  Without it,
-    the stack has no redis service and the app no Redis URL."""
+    """[redis] mode = "local": clients on different workers of the app container hear each
+    other; Redis answers PING.  Without it, the stack has no redis service and the app no Redis
+    URL."""
     if not has_redis(deployment):
         services = deployment.compose("config", "--services").stdout.split()
         assert "redis" not in services, services
@@ -184,30 +182,32 @@ def test_the_chat_fans_out_across_the_app_workers_through_redis(
     assert deployment.exec("redis", "redis-cli", "ping").strip() == "PONG"
     assert deployment.exec("redis", "id", "-un").strip() == "redis"  # not root
     url = deployment.url.replace("http://", "ws://") + "/ws/chat"
-    by_worker: dict[int, ClientConnection] = {}
-    with ExitStack() as opened:
-        for _ in range(10):
-            with ThreadPoolExecutor(8) as pool:
-                burst = list(pool.map(
-                    lambda _: connect(url, open_timeout=10, close_timeout=2), range(8)))
-            for ws in burst:
-                welcome = json.loads(ws.recv(timeout=10))
-                assert welcome["room"] == "redis", welcome
-                if by_worker.setdefault(welcome["worker"], ws) is ws:
-                    opened.enter_context(ws)
-                else:  # one client per worker stays: a worker holds 24 at most (the 25th: 503)
-                    ws.close()
-            if len(by_worker) >= 2:
-                break
-        assert len(by_worker) >= 2, f"every client reached worker {list(by_worker)}"
-        (pid_a, a), (pid_b, b) = list(by_worker.items())[:2]
-        a.send(json.dumps({"name": "compose", "text": f"from worker {pid_a}"}))
-        for ws in (a, b):
-            while True:
-                event = json.loads(ws.recv(timeout=10))
-                if event["type"] == "message":
-                    assert event["text"] == f"from worker {pid_a}" and event["worker"] == pid_a
-                    break
+
+    def join() -> tuple[int, ClientConnection]:
+        ws = connect(url, open_timeout=10, close_timeout=2)
+        welcome = json.loads(ws.recv(timeout=10))
+        assert welcome["room"] == "redis", welcome
+        return welcome["worker"], ws
+
+    # Placed, not left to chance (one worker may accept every connection): the second client
+    # joins while the first one's worker is stopped, so another worker takes it.
+    pid_a, a = join()
+    with a:
+        deployment.exec("app", "sh", "-c", f"kill -STOP {pid_a}")
+        try:
+            pid_b, b = join()
+        finally:
+            deployment.exec("app", "sh", "-c", f"kill -CONT {pid_a}")
+        with b:
+            assert pid_b != pid_a
+            a.send(json.dumps({"name": "compose", "text": f"from worker {pid_a}"}))
+            for ws in (a, b):
+                while True:
+                    event = json.loads(ws.recv(timeout=10))
+                    if event["type"] == "message":
+                        assert event["text"] == f"from worker {pid_a}"
+                        assert event["worker"] == pid_a
+                        break
 
 
 def test_the_monitoring_profile_scrapes_the_app_server_and_nginx(deployment: Deployment) -> None:

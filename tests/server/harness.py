@@ -383,7 +383,11 @@ class Launcher:
         token = uuid.uuid4().hex
         environ = {k: v for k, v in os.environ.items()
                    if (not k.startswith("APPSERVER_") or k == PURE_ENV) and k != "WEB_CONCURRENCY"}
-        environ.update({TOKEN_VAR: token, "PYTHONPATH": str(HERE), "PYTHONUNBUFFERED": "1"})
+        environ.update({TOKEN_VAR: token, "PYTHONPATH": str(HERE), "PYTHONUNBUFFERED": "1",
+                        # Its default control socket in its own run directory: servers a test
+                        # process runs at once (a session-scoped one, another file's) never
+                        # share one path, which would warn "already listening".
+                        "XDG_RUNTIME_DIR": str(run)})
         environ.update(env or {})
         stderr_path = run / "stderr.log"
         with open(stderr_path, "wb") as err, open(run / "stdout.log", "wb") as out:
