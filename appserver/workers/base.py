@@ -52,6 +52,11 @@ EXIT_OK = 0
 EXIT_APP_LOAD_ERROR = 4
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+# How often tick() asks whether the master is still there (getppid).  tick() runs after every
+# request in the sync worker: a syscall per request for an answer that a second's delay does not
+# change.  The loops' idle turns are up to a second apart, so an orphan still notices within
+# about a second.
+PARENT_CHECK_INTERVAL = 0.5
 
 
 def rss_bytes() -> int:
@@ -83,6 +88,7 @@ class Worker:
         self.reopen_logs = False
         self.retire_reason = ""
         self._next_memory_check = 0.0
+        self._next_parent_check = 0.0
         jitter = random.randint(0, config.max_requests_jitter) if config.max_requests else 0
         self.max_requests = config.max_requests + jitter if config.max_requests else 0
         self.state: ServingState
@@ -292,9 +298,13 @@ class Worker:
             reopen_error_log()
             self.state.access_log.reopen()
             log.info("worker %d reopened its log files", self.pid)
-        if os.getppid() != self.ppid:
-            log.warning("worker %d: the master (pid %d) is gone; stopping", self.pid, self.ppid)
-            self.alive = False
+        now = time.monotonic()
+        if now >= self._next_parent_check:
+            self._next_parent_check = now + PARENT_CHECK_INTERVAL
+            if os.getppid() != self.ppid:
+                log.warning("worker %d: the master (pid %d) is gone; stopping", self.pid,
+                            self.ppid)
+                self.alive = False
         if not self.alive:
             self.state.stopping = True
             return
@@ -302,17 +312,15 @@ class Worker:
         if self.state.stopping and not self.retire_reason:
             self.retire_for_max_requests()
         limit = self.config.max_worker_memory
-        if limit:
-            now = time.monotonic()
-            if now >= self._next_memory_check:
-                self._next_memory_check = now + 1.0
-                rss = rss_bytes()
-                if rss > limit:
-                    self.retire_reason = (f"resident memory {rss / (1 << 20):.1f} MiB above "
-                                          f"--max-worker-memory {limit / (1 << 20):g} MiB")
-                    self.state.stopping = True
-                    self.alive = False
-                    self.heartbeat.set_retiring(RETIRE_MEMORY)
+        if limit and now >= self._next_memory_check:
+            self._next_memory_check = now + 1.0
+            rss = rss_bytes()
+            if rss > limit:
+                self.retire_reason = (f"resident memory {rss / (1 << 20):.1f} MiB above "
+                                      f"--max-worker-memory {limit / (1 << 20):g} MiB")
+                self.state.stopping = True
+                self.alive = False
+                self.heartbeat.set_retiring(RETIRE_MEMORY)
 
     def retire_for_max_requests(self) -> None:
         self.retire_reason = f"served {self.state.requests} requests (--max-requests {self.max_requests})"

@@ -150,7 +150,6 @@ class ThreadWorker(Worker):
             log.warning("worker %d: --worker-connections %d reached; connection refused",
                         self.pid, self.config.worker_connections)
             return
-        client.setblocking(True)
         if not listener.is_unix:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = Connection(client, peer, listener.local, listener.is_unix, self.state,
