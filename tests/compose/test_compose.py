@@ -16,6 +16,7 @@ import re
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
@@ -183,31 +184,31 @@ def test_the_chat_fans_out_across_the_app_workers_through_redis(
     assert deployment.exec("redis", "id", "-un").strip() == "redis"  # not root
     url = deployment.url.replace("http://", "ws://") + "/ws/chat"
 
-    def join() -> tuple[int, ClientConnection]:
-        ws = connect(url, open_timeout=10, close_timeout=2)
-        welcome = json.loads(ws.recv(timeout=10))
-        assert welcome["room"] == "redis", welcome
-        return welcome["worker"], ws
+    with ExitStack() as opened:
 
-    # Placed, not left to chance (one worker may accept every connection): the second client
-    # joins while the first one's worker is stopped, so another worker takes it.
-    pid_a, a = join()
-    with a:
+        def join() -> tuple[int, ClientConnection]:
+            ws = opened.enter_context(connect(url, open_timeout=10, close_timeout=2))
+            welcome = json.loads(ws.recv(timeout=10))
+            assert welcome["room"] == "redis", welcome
+            return welcome["worker"], ws
+
+        # Placed, not left to chance (one worker may accept every connection): the second
+        # client joins while the first one's worker is stopped, so another worker takes it.
+        pid_a, a = join()
         deployment.exec("app", "sh", "-c", f"kill -STOP {pid_a}")
         try:
             pid_b, b = join()
         finally:
             deployment.exec("app", "sh", "-c", f"kill -CONT {pid_a}")
-        with b:
-            assert pid_b != pid_a
-            a.send(json.dumps({"name": "compose", "text": f"from worker {pid_a}"}))
-            for ws in (a, b):
-                while True:
-                    event = json.loads(ws.recv(timeout=10))
-                    if event["type"] == "message":
-                        assert event["text"] == f"from worker {pid_a}"
-                        assert event["worker"] == pid_a
-                        break
+        assert pid_b != pid_a
+        a.send(json.dumps({"name": "compose", "text": f"from worker {pid_a}"}))
+        for ws in (a, b):
+            while True:
+                event = json.loads(ws.recv(timeout=10))
+                if event["type"] == "message":
+                    assert event["text"] == f"from worker {pid_a}"
+                    assert event["worker"] == pid_a
+                    break
 
 
 def test_the_monitoring_profile_scrapes_the_app_server_and_nginx(deployment: Deployment) -> None:
