@@ -12,6 +12,12 @@ and back, with a futex wake and a selector update each way.)
 * Accepting only happens in threads that are free (a busy thread is not in epoll_wait), so a busy
   worker leaves new connections in the shared backlog for its siblings.  The listeners are
   registered with ``EPOLLEXCLUSIVE`` so that one connection wakes one worker, not all of them.
+* Fairness under overload: the thread that takes a listener event serves one new connection
+  and puts the rest of the backlog (up to ``ACCEPT_BATCH``) into the epoll set, where each
+  waits its turn behind the connections already ready.  Accepting one at a time, the backlog as
+  a whole got one turn per round of the ready list, so a connection that waited there was
+  served many times later than one already kept alive (sleep50 through nginx, more clients than
+  threads: p99 3.3 s against gunicorn's 1.1 s, at the same throughput).
 * Ownership: a connection is in ``_idle`` (with its deadline) while it waits in the epoll set.
   Whoever removes it from ``_idle`` under ``_lock`` owns it -- the thread that got its event, or
   the main thread expiring it -- so a connection is never served and closed at once, and a stale
@@ -39,6 +45,8 @@ from .base import Worker, log
 from .pump import CLOSED, IDLE_CLOSE_DURING_STOP, PARTIAL, Connection, has_data
 
 _CONN_EVENTS = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT
+# Connections a listener event takes from the backlog beyond the one served at once.
+ACCEPT_BATCH = 16
 
 
 class ThreadWorker(Worker):
@@ -141,22 +149,39 @@ class ThreadWorker(Worker):
                     self._serve(conn, ident)
 
     def _accept(self, listener: Listener, ident: int) -> None:
+        """Serve one new connection at once; the rest of the backlog (up to ACCEPT_BATCH) joins
+        the epoll set behind the connections already waiting there (see the notes)."""
+        first = self._take(listener)
+        if first is None:
+            return
+        for _ in range(ACCEPT_BATCH):
+            conn = self._take(listener)
+            if conn is None:
+                break
+            fd = conn.sock.fileno()
+            with self._lock:
+                self._idle[fd] = conn.head_deadline
+            self.epoll.register(fd, _CONN_EVENTS)
+        self._serve(first, ident)
+
+    def _take(self, listener: Listener) -> Connection | None:
+        """The next connection of the backlog, or None (none waiting, or over the limit)."""
         try:
             client, peer = listener.sock.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return
+            return None
         if len(self._conns) >= self.config.worker_connections:
             client.close()  # over the limit: nginx retries another connection
             log.warning("worker %d: --worker-connections %d reached; connection refused",
                         self.pid, self.config.worker_connections)
-            return
+            return None
         if not listener.is_unix:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = Connection(client, peer, listener.local, listener.is_unix, self.state,
                           nonblocking_head=True)
         with self._lock:
             self._conns[client.fileno()] = conn
-        self._serve(conn, ident)
+        return conn
 
     def _serve(self, conn: Connection, ident: int) -> None:
         fd = conn.sock.fileno()
