@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from appserver.bundle.layering import Origins, merge_into
 from appserver.bundle.loading import Loaded, validate_settings
 from appserver.bundle.localstack import LocalStack, StackError
 from appserver.bundle.settings import SettingsError
@@ -41,13 +42,10 @@ SURVIVOR_WAIT = 5.0  # seconds for killed processes to vanish from /proc
 
 
 def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """``overrides`` on top of ``base``: tables merge key by key, everything else replaces."""
+    """``overrides`` on top of ``base``: tables merge key by key, everything else replaces (the
+    settings layers' rule, :func:`appserver.bundle.layering.merge_into`)."""
     out = copy.deepcopy(dict(base))
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
+    merge_into(out, overrides, "overrides", Origins("base"))
     return out
 
 
