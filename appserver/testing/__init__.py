@@ -7,9 +7,9 @@ imported on first use because it loads the bundle) runs nginx in front of it; th
 
 from typing import Any
 
-from .server import AppServerProcess, free_port
+from .server import AppServerProcess, free_port, free_ports
 
-__all__ = ["AppServerProcess", "Stack", "StackError", "free_port", "start_stack"]
+__all__ = ["AppServerProcess", "Stack", "StackError", "free_port", "free_ports", "start_stack"]
 
 
 def __getattr__(name: str) -> Any:

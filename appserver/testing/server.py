@@ -19,9 +19,24 @@ from pathlib import Path
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback TCP port that was free a moment ago (the kernel's choice)."""
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback TCP ports that were free a moment ago.
+
+    Every port stays bound until all are chosen: ports asked for one at a time can come back
+    equal, and two of nginx's ``listen`` lines on one port quietly become one server.
+    """
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def children_of(pid: int) -> list[int]:

@@ -33,7 +33,7 @@ from appserver.bundle.layering import Origins, merge_into
 from appserver.bundle.loading import Loaded, validate_settings
 from appserver.bundle.localstack import LocalStack, StackError
 from appserver.bundle.settings import SettingsError
-from appserver.testing.server import free_port
+from appserver.testing.server import free_ports
 
 __all__ = ["Stack", "StackError", "Stopped", "load_stack_settings", "start_stack"]
 
@@ -86,9 +86,10 @@ def load_stack_settings(app: str | None = None, *, settings: Mapping[str, Any] |
         if isinstance(table, Mapping) and "enabled" in table:  # else validation speaks below
             metrics_on = table["enabled"] is True
     if metrics_on:
-        data = merge(data, {"metrics": {"bind": f"127.0.0.1:{free_port()}",
-                                        "nginx_status_port": free_port(),
-                                        "nginx_exporter_port": free_port()}})
+        bind, status, exporter = free_ports(3)
+        data = merge(data, {"metrics": {"bind": f"127.0.0.1:{bind}",
+                                        "nginx_status_port": status,
+                                        "nginx_exporter_port": exporter}})
     data = merge(data, settings or {})
     loaded = validate_settings(data, label)
     static = loaded.settings.nginx.static_dir
@@ -216,7 +217,8 @@ def start_stack(app: str | None = None, *, settings: Mapping[str, Any] | None = 
     owns_run_dir = run_dir is None
     run = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="appserver-stack-"))
     for attempt in range(1, START_ATTEMPTS + 1):
-        local = LocalStack(loaded, run, port=free_port(), tls_port=free_port(),
+        port, tls_port = free_ports(2)
+        local = LocalStack(loaded, run, port=port, tls_port=tls_port,
                            wait_healthy="health_path" in loaded.settings.app.model_fields_set)
         try:
             local.start(timeout=timeout)

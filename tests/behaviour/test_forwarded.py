@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from appserver.bundle.tools import find_nginx
-from appserver.testing import AppServerProcess, free_port
+from appserver.testing import AppServerProcess, free_port, free_ports
 
 from .client import environ_seen
 
@@ -133,7 +133,8 @@ class Fronts:
 
 
 def nginx_servers(servers: Servers) -> tuple[Fronts, str]:
-    fronts = Fronts(*(free_port() for _ in range(5)))
+    ports = free_ports(7)  # five fronts and two inner proxies, all distinct
+    fronts = Fronts(*ports[:5])
     blocks = [
         PROXY.format(listen=fronts.appending, upstream=f"http://127.0.0.1:{servers.default[0]}",
                      forwarded_for="$proxy_add_x_forwarded_for", forwarded_proto="$scheme",
@@ -144,8 +145,8 @@ def nginx_servers(servers: Servers) -> tuple[Fronts, str]:
         PROXY.format(listen=fronts.replacing, upstream=f"http://unix:{servers.default[1]}:",
                      forwarded_for="$remote_addr", forwarded_proto="$scheme", extra=""),
     ]
-    for front, server in ((fronts.chain_hops2, servers.hops2), (fronts.chain_hops1, servers.default)):
-        inner = free_port()
+    for front, server, inner in ((fronts.chain_hops2, servers.hops2, ports[5]),
+                                 (fronts.chain_hops1, servers.default, ports[6])):
         blocks.append(PROXY.format(listen=front, upstream=f"http://127.0.0.1:{inner}",
                                    forwarded_for="$proxy_add_x_forwarded_for",
                                    forwarded_proto="https", extra=f"proxy_bind {EDGE_ADDRESS};"))

@@ -29,7 +29,7 @@ import requests
 
 from appserver.bundle import localstack
 from appserver.bundle.tools import find_exporter
-from appserver.testing import free_port, start_stack
+from appserver.testing import free_port, free_ports, start_stack
 
 from ..server.harness import alive, children
 from .conftest import dump_toml
@@ -135,16 +135,16 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     project, run = root / "project", root / "run"
     project.mkdir()
     (project / "metricsapp.py").write_text(APP)
-    port, metrics_port, status_port = free_port(), free_port(), free_port()
+    port, metrics_port, status_port, tls_port, exporter_port = free_ports(5)
     (project / "settings.toml").write_text(dump_toml({
         "app": {"module": "metricsapp:application", "health_path": "/healthz"},
         # sync: a hung request stops the worker's heartbeat, so the master's timeout kills it.
         "server": {"workers": WORKERS, "worker_class": "sync", "timeout": SERVER_TIMEOUT,
                    "graceful_timeout": 5},
         "nginx": {"static_dir": ""},
-        "compose": {"published_port": port, "published_tls_port": free_port()},
+        "compose": {"published_port": port, "published_tls_port": tls_port},
         "metrics": {"enabled": True, "bind": f"127.0.0.1:{metrics_port}",
-                    "nginx_status_port": status_port, "nginx_exporter_port": free_port(),
+                    "nginx_status_port": status_port, "nginx_exporter_port": exporter_port,
                     "scrape_interval": 1},
     }))
     up_log = run.parent / "up.log"

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from appserver._build import PURE_ENV  # the build under test (./run-tests' pure pass): kept
+from appserver.testing import free_port
 
 HERE = Path(__file__).resolve().parent
 TOKEN_VAR = "MASTER_TEST_TOKEN"   # not APPSERVER_*: those are settings
@@ -57,12 +58,6 @@ def listening(port: int, host: str = "127.0.0.1") -> bool:
         return True
     except OSError:
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # ---- processes ------------------------------------------------------------------------------

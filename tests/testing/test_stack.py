@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ import requests
 
 from appserver.bundle.settings import SettingsError
 from appserver.bundle.tools import find_nginx
+from appserver.testing import free_ports
 from appserver.testing.plugin import StackFactory
 from appserver.testing.stack import StackError, load_stack_settings, merge, start_stack
 
@@ -189,3 +191,13 @@ def test_a_stack_cleans_up_the_run_directory_it_made(project: Path) -> None:
     with start_stack("userapp:application", directory=project, run_dir=given):
         pass
     assert (given / "appserver.log").is_file()
+
+
+def test_free_ports_are_distinct_and_free() -> None:
+    # One at a time, the kernel may hand back a port it just gave; two of nginx's listen lines on
+    # one port then become one server, and a test talks to the wrong one (seen in CI).
+    ports = free_ports(200)
+    assert len(set(ports)) == len(ports)
+    for port in ports[:20]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
