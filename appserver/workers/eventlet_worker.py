@@ -6,15 +6,36 @@ is the better choice for new deployments.)
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import errno
 import io
+import select
 import socket
 from typing import Any
 
 from ..sockets import Listener
 from .base import log
 from .green import GreenWorker
+
+
+class EventletIO:
+    """eventlet's kernel socket (``fd``, non-blocking) and its hub's wait (pump.GreenIO)."""
+
+    def __init__(self) -> None:
+        from eventlet.hubs import trampoline
+
+        self._trampoline = trampoline
+
+    def raw(self, sock: socket.socket) -> socket.socket | None:
+        raw = getattr(sock, "fd", None)
+        if isinstance(raw, _socket.socket) and raw.gettimeout() == 0.0:
+            return raw  # type: ignore[return-value]
+        return None
+
+    def wait(self, raw: socket.socket, event: int, timeout: float) -> None:
+        self._trampoline(raw, read=event == select.POLLIN, write=event == select.POLLOUT,
+                         timeout=timeout, timeout_exc=TimeoutError)
 
 
 class EventletWorker(GreenWorker):
@@ -41,6 +62,7 @@ class EventletWorker(GreenWorker):
     def start_servers(self) -> None:
         import eventlet
 
+        self.green_io = EventletIO()
         self.pool = eventlet.GreenPool(self.config.worker_connections)
         self.accepting = True
         self.acceptors = []

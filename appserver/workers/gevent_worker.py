@@ -5,11 +5,31 @@ Needs ``pip install 'appserver[gevent]'``.
 
 from __future__ import annotations
 
+import _socket
+import select
 import socket
 from typing import Any
 
 from ..sockets import Listener
 from .green import GreenWorker
+
+
+class GeventIO:
+    """gevent's kernel socket (``_sock``, non-blocking) and its hub's wait (pump.GreenIO)."""
+
+    def __init__(self) -> None:
+        from gevent.socket import wait_read, wait_write
+
+        self._waits = {select.POLLIN: wait_read, select.POLLOUT: wait_write}
+
+    def raw(self, sock: socket.socket) -> socket.socket | None:
+        raw = getattr(sock, "_sock", None)
+        if isinstance(raw, _socket.socket) and raw.gettimeout() == 0.0:
+            return raw  # type: ignore[return-value]
+        return None
+
+    def wait(self, raw: socket.socket, event: int, timeout: float) -> None:
+        self._waits[event](raw.fileno(), timeout, TimeoutError("timed out"))
 
 
 class GeventWorker(GreenWorker):
@@ -27,6 +47,7 @@ class GeventWorker(GreenWorker):
         from gevent.pool import Pool
         from gevent.server import StreamServer
 
+        self.green_io = GeventIO()
         self.pool = Pool(self.config.worker_connections)
         self.servers = []
         for listener in self.listeners:

@@ -24,12 +24,14 @@ from typing import Any
 
 from ..sockets import Listener
 from .base import Worker, log
-from .pump import IDLE_CLOSE_DURING_STOP, Connection, has_data
+from .pump import IDLE_CLOSE_DURING_STOP, Connection, GreenIO, has_data
 
 
 class GreenWorker(Worker):
     multithread = True  # requests of one process run concurrently (in greenlets)
     holds_connections = True
+    # The library's way to the kernel socket and its hub (see pump's notes); set by start_servers.
+    green_io: GreenIO | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -82,7 +84,8 @@ class GreenWorker(Worker):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        conn = Connection(sock, peer, listener.local, listener.is_unix, self.state)
+        conn = Connection(sock, peer, listener.local, listener.is_unix, self.state,
+                          green=self.green_io)
         self.connections.add(conn)
         try:
             conn.handle()

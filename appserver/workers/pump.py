@@ -21,8 +21,13 @@ connection.  Two ways to get there:
   one syscall per call for nothing when the bytes or the buffer space are already there, which
   was about 15% of the sync worker's busy time -- and ``settimeout`` itself costs an ioctl per
   connection.  ``sendfile`` has no such flag: the socket gets its timeout for that call only.
-* TLS sockets and the green classes' (gevent, eventlet: their sockets wait in the hub) keep
-  CPython's timeout, ``io_timeout``.  Errors in the client's bytes become the status the
+* the green classes (gevent, eventlet) do the same on the non-blocking kernel socket under the
+  library's green one (``GreenIO``), and wait in the library's hub instead of ``poll``.  Their
+  socket objects are Python code: a ``sendall`` there cost a ``getsockopt``, timeout objects and
+  two ``settimeout`` calls per request, a third of gevent's per-request CPU beside the two
+  system calls that do the work.  The green socket keeps ``io_timeout`` for the few calls that
+  still go through it (``sendfile``, WebSocket frames).
+* TLS sockets keep CPython's timeout, ``io_timeout``.  Errors in the client's bytes become the status the
 parser attached to them, sent with ``Connection: close``; an app that raises gets a 500 with the
 traceback in the error log; the worker itself never dies of either.
 """
@@ -34,7 +39,7 @@ import select
 import socket
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import ServerConfig
 from ..forwarded import AllowList
@@ -106,6 +111,18 @@ def has_data(sock: socket.socket) -> bool:
         return False
 
 
+class GreenIO(Protocol):
+    """How a green worker class's library waits: the pump's ``nowait`` mode on its sockets."""
+
+    def raw(self, sock: socket.socket) -> socket.socket | None:
+        """The non-blocking kernel socket under the library's green ``sock``; None when there
+        is none to be had (the green socket is then used, with its timeout)."""
+
+    def wait(self, raw: socket.socket, event: int, timeout: float) -> None:
+        """Yield to the hub until ``raw`` is ready for ``event`` (POLLIN or POLLOUT), or raise
+        TimeoutError after ``timeout`` seconds."""
+
+
 class ClientGone(Exception):
     """The client vanished or stalled; there is nobody left to answer."""
 
@@ -169,7 +186,8 @@ class Connection:
     """One client connection served by blocking calls (see the module notes)."""
 
     def __init__(self, sock: socket.socket, peer: Any, local: Any, is_unix: bool,
-                 state: ServingState, *, nonblocking_head: bool = False) -> None:
+                 state: ServingState, *, nonblocking_head: bool = False,
+                 green: GreenIO | None = None) -> None:
         self.sock = sock
         self.peer: tuple[str, int] | None = (peer[0], peer[1]) if isinstance(peer, tuple) else None
         self.local: tuple[str, int] | None = (local[0], local[1]) if isinstance(local, tuple) else None
@@ -188,9 +206,13 @@ class Connection:
         self._proxy = state.proxy_header_reader(self.peer, is_unix)
         self.tls = state.tls is not None
         self._handshake_due = self.tls  # wrapped and shaken on the first handle()
-        # Every call with MSG_DONTWAIT on a blocking socket (see the module notes).
-        self.nowait = nonblocking_head and not self.tls
-        if not self.nowait:
+        # Every call with MSG_DONTWAIT on a blocking socket, or on the kernel socket under a
+        # green one (see the module notes); ``io`` is the socket those calls go to.
+        self._green = green
+        raw = green.raw(sock) if green is not None and not self.tls else None
+        self.io = raw if raw is not None else sock
+        self.nowait = (nonblocking_head or raw is not None) and not self.tls
+        if not self.nowait or raw is not None:
             sock.settimeout(state.io_timeout)
         elif sock.gettimeout() is not None:  # the app set socket.setdefaulttimeout()
             sock.settimeout(None)
@@ -263,16 +285,18 @@ class Connection:
                         return None
                     raise ClientGone("request head not complete within the header timeout")
                 self.waiting_idle = idle
-                self.sock.settimeout(remaining)
+                if not self.nowait:
+                    self.sock.settimeout(remaining)
                 try:
-                    data = self.sock.recv(RECV_SIZE)
+                    data = self._recv(remaining)
                 except TimeoutError:
                     if idle:
                         return None  # the keep-alive time is over: a quiet close
                     raise ClientGone("request head not complete within the header timeout") from None
                 finally:
                     self.waiting_idle = False
-                    self.sock.settimeout(self.state.io_timeout)
+                    if not self.nowait:
+                        self.sock.settimeout(self.state.io_timeout)
                 if idle:
                     self.head_deadline = time.monotonic() + self.state.header_timeout
             if not data:
@@ -408,7 +432,8 @@ class Connection:
             return True
         count = size if response.content_length is None else min(size, response.content_length)
         self.send(head)
-        if self.nowait:
+        untimed = self.nowait and self._green is None
+        if untimed:
             # sendfile takes no MSG_DONTWAIT: the socket's timeout bounds it, for this call only.
             self.sock.settimeout(self.state.io_timeout)
         try:
@@ -416,7 +441,7 @@ class Connection:
         except ValueError:  # a green socket (eventlet) is non-blocking underneath: copy instead
             sent = self._copy_file(wrapper, count)
         finally:
-            if self.nowait:
+            if untimed:
                 try:
                     self.sock.settimeout(None)
                 except OSError:
@@ -442,7 +467,7 @@ class Connection:
         if not self.nowait:
             self.sock.sendall(data)
             return
-        sock = self.sock
+        sock = self.io
         try:
             sent = sock.send(data, _DONTWAIT)
         except BlockingIOError:
@@ -463,23 +488,28 @@ class Connection:
         except OSError:
             pass
 
-    def _recv(self) -> bytes:
-        """The next bytes from the client, waiting up to ``io_timeout`` (TimeoutError)."""
+    def _recv(self, timeout: float | None = None) -> bytes:
+        """The next bytes from the client, waiting up to ``timeout`` (``io_timeout`` by default;
+        TimeoutError).  Without ``nowait``, the socket's own timeout applies."""
         if not self.nowait:
             return self.sock.recv(RECV_SIZE)
         while True:
             try:
-                return self.sock.recv(RECV_SIZE, _DONTWAIT)
+                return self.io.recv(RECV_SIZE, _DONTWAIT)
             except BlockingIOError:
-                self._wait(_POLLIN)
+                self._wait(_POLLIN, timeout)
 
-    def _wait(self, event: int) -> None:
+    def _wait(self, event: int, timeout: float | None = None) -> None:
         """Wait for the socket to be ready for ``event`` (``nowait`` mode); TimeoutError, as a
-        socket with a timeout raises, when ``io_timeout`` passes first.  Readiness ends the
-        wait on a closed or reset connection too: the next call raises or reads EOF."""
+        socket with a timeout raises, when ``timeout`` (``io_timeout``) passes first.  Readiness
+        ends the wait on a closed or reset connection too: the next call raises or reads EOF."""
+        seconds = self.state.io_timeout if timeout is None else timeout
+        if self._green is not None:
+            self._green.wait(self.io, event, seconds)
+            return
         poller = _poll()
-        poller.register(self.sock, event)
-        if not poller.poll(self.state.io_timeout * 1000):
+        poller.register(self.io, event)
+        if not poller.poll(seconds * 1000):
             raise TimeoutError("timed out")
 
     # ---- request body -----------------------------------------------------------------------
