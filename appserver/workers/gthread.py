@@ -28,9 +28,18 @@ and back, with a futex wake and a selector update each way.)
   beating when every thread has been inside one request for longer than ``--timeout``: the worker
   is stuck, and the master's timeout kill is the right outcome.
 * Graceful stop: listeners leave the epoll set; in-flight requests finish (their responses say
-  ``Connection: close``); an idle connection is closed once it has been idle for a short while
+  ``Connection: close``); connections that were in the backlog at that moment are taken from it
+  and served too (see below); an idle connection is closed once it has been idle for a short while
   (nginx reuses its most recently used upstream connections first, so the long-idle ones are the
   least likely to carry a request at the moment they close).
+* ``EPOLLEXCLUSIVE`` wakes one worker per new connection, and the other workers' epoll sets
+  never hear of it.  So a worker that leaves a listener event unserved loses that connection
+  until the next one arrives: behind nginx's upstream keep-alive that can be never, and a client
+  waited out its timeout after reloads under load (2 requests in 17,000-24,000, about one run in
+  twenty).  So when a worker stops, the first thread to notice (a pool thread that gets a
+  listener event, or the main thread) takes the listeners out of the epoll set and then takes
+  what waits in the backlog -- a wake-up may have come here before they left -- up to
+  ``ACCEPT_BATCH``, to serve it with ``Connection: close``.
 """
 
 from __future__ import annotations
@@ -62,6 +71,7 @@ class ThreadWorker(Worker):
         self._started: dict[int, float] = {}         # thread id -> start of its current request
         self._listeners: dict[int, Listener] = {}
         self._running = True
+        self._listening = True  # the listeners are in the epoll set (see _stop_listening)
         for listener in self.listeners:
             listener.sock.setblocking(False)
             self._listeners[listener.fileno()] = listener
@@ -139,7 +149,9 @@ class ThreadWorker(Worker):
             for fd, _mask in events:
                 listener = self._listeners.get(fd)
                 if listener is not None:
-                    if not self.state.stopping:
+                    if self.state.stopping:
+                        self._stop_listening()  # (the event stays level-triggered until then)
+                    else:
                         self._accept(listener, ident)
                     continue
                 with self._lock:
@@ -154,6 +166,12 @@ class ThreadWorker(Worker):
         first = self._take(listener)
         if first is None:
             return
+        self._adopt_backlog(listener)
+        self._serve(first, ident)
+
+    def _adopt_backlog(self, listener: Listener) -> None:
+        """Put up to ACCEPT_BATCH connections of the backlog into the epoll set, to be served
+        in turn."""
         for _ in range(ACCEPT_BATCH):
             conn = self._take(listener)
             if conn is None:
@@ -162,7 +180,6 @@ class ThreadWorker(Worker):
             with self._lock:
                 self._idle[fd] = conn.head_deadline
             self.epoll.register(fd, _CONN_EVENTS)
-        self._serve(first, ident)
 
     def _take(self, listener: Listener) -> Connection | None:
         """The next connection of the backlog, or None (none waiting, or over the limit)."""
@@ -208,14 +225,25 @@ class ThreadWorker(Worker):
 
     # ---- graceful stop ----------------------------------------------------------------------
 
-    def _graceful_stop(self) -> None:
-        self.state.stopping = True
-        self.close_websockets()
+    def _stop_listening(self) -> None:
+        """Take the listeners out of the epoll set, once, then adopt what waits in their backlog
+        (a wake-up for it may have come to this worker only: see the notes)."""
+        with self._lock:
+            if not self._listening:
+                return
+            self._listening = False
         for fd in self._listeners:
             try:
                 self.epoll.unregister(fd)
             except (OSError, ValueError):
                 pass
+        for listener in self._listeners.values():
+            self._adopt_backlog(listener)
+
+    def _graceful_stop(self) -> None:
+        self.state.stopping = True
+        self.close_websockets()
+        self._stop_listening()
         deadline = time.monotonic() + self.config.graceful_timeout
         while self._conns and time.monotonic() < deadline:
             self.heartbeat.beat()

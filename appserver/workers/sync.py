@@ -21,8 +21,10 @@ Design notes
   go at the client's pace, holding the worker (nginx buffers both); a read or write without
   progress for ``--header-timeout`` ends them.
 * Graceful stop (TERM, --max-requests, memory): accepting stops; connections already accepted are
-  served as their heads complete or closed at their deadline, within ``--graceful-timeout``;
-  connections still in the backlog are left to the other workers.
+  served as their heads complete or closed at their deadline, within ``--graceful-timeout``.
+  Connections still in the backlog when the listeners leave the epoll set are taken once, up to
+  ``ACCEPT_BATCH``, and served: ``EPOLLEXCLUSIVE`` wakes one worker per connection, and if that
+  wake-up came to this one, no other worker hears of the connection until the next one arrives.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ class SyncWorker(Worker):
                              and len(self.pending) < self.config.worker_connections)
                 self._turn(min(beat, self._resume_at - now) if now < self._resume_at else beat)
             self._listen(False)
+            for listener in self.listeners:  # a wake-up may have come here (see the notes)
+                self._accept(listener, last=True)
             stop_at = time.monotonic() + self.config.graceful_timeout
             while self.pending and time.monotonic() < stop_at:
                 self.heartbeat.beat()
@@ -96,9 +100,10 @@ class SyncWorker(Worker):
                 break
             self._advance(fd, conn, last=True)
 
-    def _accept(self, listener: Listener) -> None:
+    def _accept(self, listener: Listener, *, last: bool = False) -> None:
+        """Take up to ACCEPT_BATCH connections; ``last``: the backlog once more as we stop."""
         for _ in range(ACCEPT_BATCH):
-            if self.state.stopping:
+            if self.state.stopping and not last:
                 return
             if len(self.pending) >= self.config.worker_connections:
                 self._warn(f"--worker-connections {self.config.worker_connections} reached")
