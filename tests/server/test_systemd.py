@@ -169,8 +169,10 @@ def activated(run: Run, notify: NotifyListener, command: list[str]) -> tuple[
 def test_systemd_socket_activate_passes_the_socket(run: Run, notify: NotifyListener,
                                                    server: str) -> None:
     port = free_port()  # named by --bind, and not used: the inherited socket is the bind
+    # --graceful-timeout bounds the stop below: gunicorn's default (30 s) once outlasted its wait
+    # in CI, a worker not yet stopped.
     common = ["-w", "2", "-b", f"127.0.0.1:{port}", "--error-logfile", str(run.errorlog),
-              "sdapps:process_env"]
+              "--graceful-timeout", "5", "sdapps:process_env"]
     proc, path = activated(run, notify, (SERVE if server == "appserver" else GUNICORN) + common)
     # The first connection makes systemd-socket-activate exec the server (same pid); the
     # request waits in the socket's queue until a worker accepts it.
