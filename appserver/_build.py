@@ -48,6 +48,7 @@ HOT_PATH = (
     "appserver/asgi.py",
     "appserver/workers/aio_protocol.py",
     "appserver/workers/aio_asgi.py",
+    "appserver/workers/pump.py",
 )
 # Hand-written C extensions (module name: source), built by setup.py with the mypyc modules and
 # trusted on the same terms: compiled build, source unchanged.  Each has a pure-Python twin that

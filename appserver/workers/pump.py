@@ -245,8 +245,8 @@ class Connection:
             log.info("bad request from %s: %s", self._peer_text(), exc)
             self.send_quietly(error_response(exc.status, exc.detail))
             return self._close(linger=True)
-        except (ClientGone, OSError) as exc:
-            log.debug("connection from %s ended: %r", self._peer_text(), exc)
+        except (ClientGone, OSError) as gone:  # (one name per type: mypyc, see test_build)
+            log.debug("connection from %s ended: %r", self._peer_text(), gone)
             return self._close()
 
     def _next_head(self) -> RequestHead | str | None:
@@ -360,9 +360,9 @@ class Connection:
         try:
             environ = build_environ(state.wsgi, head, body, peer=self.peer, local=self.local,
                                     is_unix=self.is_unix)
-        except ProtocolError as exc:  # refused (handle() answers): it ends here for the metrics
+        except ProtocolError as refused:  # handle() answers; it ends here for the metrics
             if state.metrics is not None:
-                state.metrics.done(head.method, str(exc.status), 0, 0, 0.0)
+                state.metrics.done(head.method, str(refused.status), 0, 0, 0.0)
             raise
         started = time.monotonic()
         hooks = state.wsgi.hooks  # None unless a request hook or StatsD is set
@@ -380,11 +380,11 @@ class Connection:
                 self.send_quietly(error_response(exc.status, exc.detail))
             response.keep_alive = False
             response.status = response.status or f"{exc.status} Bad Request"
-        except (ClientGone, ConnectionError, TimeoutError) as exc:
-            log.debug("client %s went away during %s: %r", self._peer_text(), head.target, exc)
+        except (ClientGone, ConnectionError, TimeoutError) as gone:
+            log.debug("client %s went away during %s: %r", self._peer_text(), head.target, gone)
             response.keep_alive = False
-        except Exception as exc:
-            self.app_failed(exc, head, response)
+        except Exception as failure:
+            self.app_failed(failure, head, response)
         duration = time.monotonic() - started
         state.access_log.log(environ, response.status, response.headers, response.bytes_sent,
                              duration)
