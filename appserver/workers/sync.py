@@ -101,17 +101,19 @@ class SyncWorker(Worker):
             self._advance(fd, conn, last=True)
 
     def _accept(self, listener: Listener, *, last: bool = False) -> None:
-        """Take up to ACCEPT_BATCH connections; ``last``: the backlog once more as we stop."""
+        """Take up to ACCEPT_BATCH connections; ``last``: the backlog once more as we stop --
+        all of it before serving any, so a client that reconnects at once is not taken again."""
+        taken: list[Connection] = []
         for _ in range(ACCEPT_BATCH):
             if self.state.stopping and not last:
-                return
+                break
             if len(self.pending) >= self.config.worker_connections:
                 self._warn(f"--worker-connections {self.config.worker_connections} reached")
-                return
+                break
             try:
                 sock, peer = listener.sock.accept()
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except ConnectionAbortedError:
                 continue
             except OSError as exc:
@@ -120,12 +122,17 @@ class SyncWorker(Worker):
                 self._resume_at = time.monotonic() + 0.5
                 self._listen(False)
                 self._warn(f"cannot accept: {exc.strerror}")
-                return
+                break
             if not listener.is_unix:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = Connection(sock, peer, listener.local, listener.is_unix, self.state,
                               nonblocking_head=True)
-            self._advance(sock.fileno(), conn)  # the head is often there already
+            if last:
+                taken.append(conn)
+            else:
+                self._advance(sock.fileno(), conn)  # the head is often there already
+        for conn in taken:
+            self._advance(conn.sock.fileno(), conn)
 
     def _advance(self, fd: int, conn: Connection, *, last: bool = False) -> None:
         """Read what arrived; serve the request once its head is complete.  ``last``: the head's
