@@ -6,7 +6,6 @@ is the better choice for new deployments.)
 
 from __future__ import annotations
 
-import _socket
 import contextlib
 import errno
 import io
@@ -16,7 +15,7 @@ from typing import Any
 
 from ..sockets import Listener
 from .base import log
-from .green import GreenWorker
+from .green import GreenWorker, kernel_socket
 
 
 class EventletIO:
@@ -28,10 +27,7 @@ class EventletIO:
         self._trampoline = trampoline
 
     def raw(self, sock: socket.socket) -> socket.socket | None:
-        raw = getattr(sock, "fd", None)
-        if isinstance(raw, _socket.socket) and raw.gettimeout() == 0.0:
-            return raw  # type: ignore[return-value]
-        return None
+        return kernel_socket(getattr(sock, "fd", None))
 
     def wait(self, raw: socket.socket, event: int, timeout: float) -> None:
         self._trampoline(raw, read=event == select.POLLIN, write=event == select.POLLOUT,

@@ -5,13 +5,12 @@ Needs ``pip install 'appserver[gevent]'``.
 
 from __future__ import annotations
 
-import _socket
 import select
 import socket
 from typing import Any
 
 from ..sockets import Listener
-from .green import GreenWorker
+from .green import GreenWorker, kernel_socket
 
 
 class GeventIO:
@@ -23,10 +22,7 @@ class GeventIO:
         self._waits = {select.POLLIN: wait_read, select.POLLOUT: wait_write}
 
     def raw(self, sock: socket.socket) -> socket.socket | None:
-        raw = getattr(sock, "_sock", None)
-        if isinstance(raw, _socket.socket) and raw.gettimeout() == 0.0:
-            return raw  # type: ignore[return-value]
-        return None
+        return kernel_socket(getattr(sock, "_sock", None))
 
     def wait(self, raw: socket.socket, event: int, timeout: float) -> None:
         self._waits[event](raw.fileno(), timeout, TimeoutError("timed out"))

@@ -18,6 +18,7 @@ for a next request are closed, in-flight requests finish within ``--graceful-tim
 
 from __future__ import annotations
 
+import _socket
 import socket
 import time
 from typing import Any
@@ -25,6 +26,14 @@ from typing import Any
 from ..sockets import Listener
 from .base import Worker, log
 from .pump import IDLE_CLOSE_DURING_STOP, Connection, GreenIO, has_data
+
+
+def kernel_socket(candidate: object) -> socket.socket | None:
+    """``candidate`` -- the attribute under a library's green socket that holds the socket it
+    wraps -- if that is a kernel socket in non-blocking mode (pump.GreenIO.raw), else None."""
+    if isinstance(candidate, _socket.socket) and candidate.gettimeout() == 0.0:
+        return candidate  # type: ignore[return-value]
+    return None
 
 
 class GreenWorker(Worker):
