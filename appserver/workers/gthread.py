@@ -171,11 +171,15 @@ class ThreadWorker(Worker):
 
     def _adopt_backlog(self, listener: Listener) -> None:
         """Put up to ACCEPT_BATCH connections of the backlog into the epoll set, to be served
-        in turn."""
+        in turn: all taken before any can be served, so a client served meanwhile that
+        reconnects at once is not taken again (a stopping worker takes the backlog once)."""
+        taken = []
         for _ in range(ACCEPT_BATCH):
             conn = self._take(listener)
             if conn is None:
                 break
+            taken.append(conn)
+        for conn in taken:
             fd = conn.sock.fileno()
             with self._lock:
                 self._idle[fd] = conn.head_deadline
