@@ -23,13 +23,16 @@ connection.  Two ways to get there:
   connection.  ``sendfile`` has no such flag: the socket gets its timeout for that call only.
 * the green classes (gevent, eventlet) do the same on the non-blocking kernel socket under the
   library's green one (``GreenIO``), and wait in the library's hub instead of ``poll``.  Their
-  socket objects are Python code: a ``sendall`` there cost a ``getsockopt``, timeout objects and
-  two ``settimeout`` calls per request, a third of gevent's per-request CPU beside the two
-  system calls that do the work.  The green socket keeps ``io_timeout`` for the few calls that
-  still go through it (``sendfile``, WebSocket frames).
-* TLS sockets keep CPython's timeout, ``io_timeout``.  Errors in the client's bytes become the status the
-parser attached to them, sent with ``Connection: close``; an app that raises gets a 500 with the
-traceback in the error log; the worker itself never dies of either.
+  socket objects are Python code: a ``sendall`` there cost a ``getsockopt`` and timeout objects,
+  and each wait for a request two ``settimeout`` calls (about 15% of a gevent worker's CPU per
+  request with a direct client; within noise behind nginx, docs/design.md).  The green socket
+  keeps ``io_timeout`` for the few calls that still go through it (``sendfile``, WebSocket
+  frames).
+* TLS sockets keep CPython's timeout, ``io_timeout``.
+
+Errors in the client's bytes become the status the parser attached to them, sent with
+``Connection: close``; an app that raises gets a 500 with the traceback in the error log; the
+worker itself never dies of either.
 """
 
 from __future__ import annotations
